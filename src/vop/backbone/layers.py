@@ -1,0 +1,98 @@
+"""The transformer pieces of CLIP, with OpenAI's parameter names so checkpoints load
+one-to-one. Tokens are batch-first ``[batch, tokens, width]`` throughout: no permutes
+between layers, and attention goes through ``scaled_dot_product_attention``."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Hook = Optional[Callable[[torch.Tensor], torch.Tensor]]
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (as OpenAI's), returned in the input's dtype: keeps fp16
+    weights numerically safe."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """CLIP's activation: x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention named like ``nn.MultiheadAttention`` (``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj``), batch-first, fused through SDPA."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        n, length, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [n, L, 3w]
+        # [n, L, 3, h, hd] -> three [n, h, L, hd] views; SDPA takes the strides as they are.
+        q, k, v = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [n, h, L, hd]
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block. ``post_attn`` / ``post_mlp`` let a method transform the
+    attention or MLP branch before it joins the residual (adapters), without forking."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.attn = Attention(width, heads)
+        self.ln_1 = LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, width * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(width * 4, width)),
+        ]))
+        self.ln_2 = LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, causal: bool = False, post_attn: Hook = None,
+                post_mlp: Hook = None) -> torch.Tensor:
+        h = self.attn(self.ln_1(x), causal=causal)
+        if post_attn is not None:
+            h = post_attn(h)
+        x = x + h
+        h = self.mlp(self.ln_2(x))
+        if post_mlp is not None:
+            h = post_mlp(h)
+        return x + h
+
+
+class Transformer(nn.Module):
+    """A stack of blocks (``resblocks``); callers usually iterate the blocks themselves."""
+
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, causal=causal)
+        return x

@@ -1,0 +1,41 @@
+"""VoP^C, context-specific prompts: a Context Modeling Module (a 1-layer BiLSTM over the
+F frame [CLS] tokens entering the layer, then a linear layer) generates ``generated``
+prompt tokens for each frame; with ``shared`` ordinary tokens they make the layer's
+prompts. The module is shared across layers; the generated tokens only feed the prompts
+(they do not overwrite [CLS])."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vop.methods.frame_prompts import FramePrompts
+
+
+class ContextPrompts(FramePrompts):
+    """``shared``: ``[depth, n_shared, width]``; ``context``: BiLSTM(width -> hidden x 2);
+    ``generate``: Linear(2 * hidden -> n_generated * width)."""
+
+    def __init__(self, depth: int, num_shared: int, num_generated: int, width: int,
+                 hidden: int, init_std: float = 0.02, lr_scale: float = 1.0):
+        super().__init__()
+        self.depth, self.length = depth, num_shared + num_generated
+        self.num_generated = num_generated
+        self.shared = nn.Parameter(torch.randn(depth, num_shared, width) * init_std)
+        self.context = nn.LSTM(width, hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.generate = nn.Linear(2 * hidden, num_generated * width)
+        # Generated prompts start at the scale of the learned ones, so that the frozen
+        # tower first sees prompts of familiar magnitude.
+        nn.init.normal_(self.generate.weight, std=init_std)
+        nn.init.zeros_(self.generate.bias)
+        self._lr_scale = lr_scale
+
+    def prompts(self, layer: int, cls: torch.Tensor) -> torch.Tensor:
+        b, f, width = cls.shape
+        context, _ = self.context(cls)  # [B, F, 2 * hidden]
+        generated = self.generate(context).view(b * f, self.num_generated, width)
+        shared = self.shared[layer].to(generated.dtype).expand(b * f, -1, -1)
+        return torch.cat([shared, generated], dim=1)  # [B * F, n, width]
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"context.": self._lr_scale, "generate.": self._lr_scale}

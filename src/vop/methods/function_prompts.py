@@ -1,0 +1,44 @@
+"""VoP^F, function-specific prompting: after K_s intra-frame layers, a learnable frame
+positional embedding is added to every token of frame j, and the remaining layers attend
+jointly over the whole video: ``[cls_1..cls_F, video prompts, patches_1..patches_F]``.
+The frozen weights are unchanged; only the grouping of tokens differs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class JointFrames(nn.Module):
+    """``frame_pos``: ``[F, width]``; ``video_prompts``: ``[K - K_s, n, width]``."""
+
+    def __init__(self, intra_layers: int, total_layers: int, num_frames: int, width: int,
+                 num_prompts: int, init_std: float = 0.02, frame_pos_init_std: float = 0.02,
+                 frame_pos_lr_scale: float = 1.0):
+        super().__init__()
+        self.intra_layers = intra_layers
+        self.num_frames = num_frames
+        self.length = num_prompts
+        self.frame_pos = nn.Parameter(torch.randn(num_frames, width) * frame_pos_init_std)
+        self.video_prompts = nn.Parameter(torch.randn(total_layers - intra_layers, num_prompts, width) * init_std)
+        self._frame_pos_lr_scale = frame_pos_lr_scale
+
+    def group(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame tokens ``[B * F, 1 + P, w]`` -> (cls ``[B, F, w]``, patches ``[B, F * P, w]``)
+        with the frame positional embedding added to every token of each frame."""
+        bf, tokens, width = x.shape
+        f = bf // batch
+        x = x.view(batch, f, tokens, width) + self.frame_pos.to(x.dtype)[:, None, :]  # [B, F, 1+P, w]
+        return x[:, :, 0], x[:, :, 1:].reshape(batch, f * (tokens - 1), width)
+
+    def sequence(self, layer: int, cls: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """Joint layer ``layer`` (0-based among joint layers): ``[B, F + n + F * P, w]``."""
+        prompts = self.video_prompts[layer].to(cls.dtype).expand(cls.shape[0], -1, -1)
+        return torch.cat([cls, prompts, patches], dim=1)
+
+    def split(self, x: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint-layer output -> (cls ``[B, F, w]``, patches ``[B, F * P, w]``)."""
+        return x[:, :num_frames], x[:, num_frames + self.length:]
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"frame_pos": self._frame_pos_lr_scale}

@@ -1,0 +1,71 @@
+"""Deep text prompts (VoP's text side): learnable tokens inserted right after the start
+token at layer 0 and replaced by each later layer's own tokens.
+
+Two layouts:
+- ``prefix`` (the paper's equations, the default): the 77-slot window holds
+  ``[SOT, P (n), caption tokens (77 - 1 - n)]``; captions are tokenised to ``77 - n`` ids and
+  the feature is read at the shifted end-of-text position ``argmax(ids) + n``.
+- ``reference`` (the ModelScope release): ``n // 2`` prefix prompts after SOT and
+  ``n - n // 2`` suffix prompts before the *last slot of the padded window*; the feature
+  is read at ``argmax(ids) + n`` although only the prefix shifted the end-of-text token.
+
+Prompts are inserted before the positional embedding is added (as in the reference), so
+they take position slots like words do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DeepTextPrompts(nn.Module):
+    """``prompts``: ``[depth, n, width]``. Layers at or above ``depth`` keep the previous
+    layer's outputs in the prompt slots (VPT-shallow beyond the prompted layers)."""
+
+    def __init__(self, depth: int, length: int, width: int, context_length: int,
+                 layout: str = "prefix", init_std: float = 0.02):
+        super().__init__()
+        if length >= context_length - 1:
+            raise ValueError(f"{length} text prompts leave no room in a {context_length}-token window")
+        self.length = length
+        self.layout = layout
+        self.context_length = context_length
+        self.num_prefix = length if layout == "prefix" else length // 2
+        self.num_suffix = length - self.num_prefix
+        self.prompts = nn.Parameter(torch.randn(depth, length, width) * init_std)  # [depth, n, width]
+
+    @property
+    def caption_length(self) -> int:
+        """Token ids per caption (the window minus the prompt slots)."""
+        return self.context_length - self.length
+
+    def _splice(self, x: torch.Tensor, layer: int, replace: bool) -> torch.Tensor:
+        p = self.prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)  # [N, n, width]
+        pre, suf = p[:, : self.num_prefix], p[:, self.num_prefix:]
+        skip = self.num_prefix if replace else 0
+        if self.num_suffix == 0:
+            return torch.cat([x[:, :1], pre, x[:, 1 + skip:]], dim=1)
+        end = x.shape[1] - 1  # the last slot of the window stays last
+        body_end = end - (self.num_suffix if replace else 0)
+        return torch.cat([x[:, :1], pre, x[:, 1 + skip: body_end], suf, x[:, end:]], dim=1)
+
+    def insert(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Layer-0 token embeddings ``[N, caption_length, w]`` -> ``[N, context_length, w]``."""
+        if tokens.shape[1] != self.caption_length:
+            raise ValueError(
+                f"captions must be tokenised to {self.caption_length} ids when {self.length} text "
+                f"prompts share the {self.context_length}-token window (got {tokens.shape[1]}); "
+                "use model.tokenize(texts)"
+            )
+        return self._splice(tokens, 0, replace=False) if self.length else tokens
+
+    def replace(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Before layer ``layer`` >= 1: that layer's prompts take the prompt slots."""
+        if self.length == 0 or layer >= self.prompts.shape[0]:
+            return x
+        return self._splice(x, layer, replace=True)
+
+    def readout(self, ids: torch.Tensor) -> torch.Tensor:
+        """Index of the token whose output is the caption feature, ``[N]``."""
+        return ids.argmax(dim=-1) + self.length

@@ -1,0 +1,201 @@
+"""The video-text model: a frozen CLIP plus a tuning method's small modules.
+
+Videos: every frame goes through the (prompted) image tower, frame embeddings are
+L2-normalised, mean-pooled over frames and normalised again. For VoP^F the last
+``K - K_s`` layers regroup a video's frames into one joint sequence. Captions go through
+the (prompted) text tower. ``forward`` returns both embeddings and the logit scale; the
+loss lives in :mod:`vop.train`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vop.backbone.clip import CLIP
+from vop.backbone.tokenizer import tokenize
+from vop.methods.adapters import Adapters
+from vop.methods.config import MethodConfig
+from vop.methods.frame_prompts import FramePrompts
+from vop.methods.function_prompts import JointFrames
+from vop.methods.text_prompts import DeepTextPrompts
+
+
+def _splice(x: torch.Tensor, prompts: torch.Tensor | None, num_old: int) -> torch.Tensor:
+    """``[cls, old prompts (num_old), rest]`` -> ``[cls, prompts, rest]`` in one copy."""
+    if prompts is None:
+        return x if num_old == 0 else torch.cat([x[:, :1], x[:, 1 + num_old:]], dim=1)
+    return torch.cat([x[:, :1], prompts.to(x.dtype), x[:, 1 + num_old:]], dim=1)
+
+
+class VideoTextModel(nn.Module):
+    """``encode_video(frames [B, F, 3, H, W]) -> [B, D]``, ``encode_text(ids [N, L]) -> [N, D]``
+    (both L2-normalised) and ``forward(frames, ids) -> (video, text, logit_scale)``.
+
+    Trainable tensors: the method's modules (``text_prompts.*``, ``frame_prompts.*``,
+    ``joint.*``, ``adapters.*``) and, for the subset baselines, chosen ``clip.*`` tensors.
+    Everything else in ``clip`` is frozen (``requires_grad=False``).
+    """
+
+    def __init__(self, clip: CLIP, config: MethodConfig, *, text_prompts: DeepTextPrompts | None = None,
+                 frame_prompts: FramePrompts | None = None, joint: JointFrames | None = None,
+                 adapters: Adapters | None = None, backbone_trainable: Callable[[str], bool] | None = None):
+        super().__init__()
+        self.clip = clip
+        self.config = config
+        self.text_prompts = text_prompts
+        self.frame_prompts = frame_prompts
+        self.joint = joint
+        self.adapters = adapters
+        self.gradient_checkpointing = False
+        select = backbone_trainable or (lambda name: False)
+        for name, param in clip.named_parameters():
+            param.requires_grad_(select(name))
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int | None:
+        """The frame count the method's parameters were built for, or None if any works."""
+        for module in (self.frame_prompts, self.joint):
+            if module is not None and module.num_frames is not None:
+                return module.num_frames
+        return None
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The method's checkpoint: trainable tensors only, detached."""
+        return {n: p.detach() for n, p in self.trainable_parameters().items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load tensors saved by :meth:`trainable_state_dict`; names and shapes must match."""
+        own = self.trainable_parameters()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(
+                f"checkpoint does not fit method {self.config.method!r}: missing {missing[:5]}, "
+                f"unexpected {extra[:5]}"
+            )
+        for name, param in own.items():
+            if state[name].shape != param.shape:
+                raise ValueError(
+                    f"{name}: the checkpoint holds shape {tuple(state[name].shape)} but this model "
+                    f"(backbone {self.clip.config.name}) expects {tuple(param.shape)}"
+                )
+        with torch.no_grad():
+            for name, param in own.items():
+                param.copy_(state[name])
+
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters grouped by learning-rate multiplier (``lr_scale``)."""
+        scales: dict[str, float] = {}
+        for prefix, module in (("frame_prompts.", self.frame_prompts), ("joint.", self.joint)):
+            if module is not None:
+                scales.update({prefix + k: v for k, v in module.lr_scales().items()})
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, param in self.trainable_parameters().items():
+            scale = next((s for k, s in scales.items() if name.startswith(k)), 1.0)
+            groups.setdefault(scale, []).append(param)
+        return [{"params": ps, "lr_scale": s} for s, ps in groups.items()]
+
+    # -- text --------------------------------------------------------------------------
+    @property
+    def caption_length(self) -> int:
+        """Token ids per caption this model expects."""
+        if self.text_prompts is not None:
+            return self.text_prompts.caption_length
+        return self.clip.config.context_length
+
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Captions -> ids ``[N, caption_length]`` for this model's text window."""
+        return tokenize(texts, context_length=self.caption_length)
+
+    def _block(self, block: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False, **kwargs)
+        return block(x, **kwargs)
+
+    def _hooks(self, tower: str, layer: int) -> dict:
+        return self.adapters.hooks(tower, layer) if self.adapters is not None else {}
+
+    def encode_text(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Token ids ``[N, caption_length]`` -> embeddings ``[N, D]``."""
+        clip, tp = self.clip, self.text_prompts
+        if ids.ndim != 2:
+            raise ValueError(f"expected token ids (N, L), got shape {tuple(ids.shape)}")
+        x = clip.embed_tokens(ids)  # [N, L, w]
+        if tp is not None:
+            x = tp.insert(x)  # [N, context, w]
+        elif ids.shape[1] > clip.config.context_length:
+            raise ValueError(f"token ids of length {ids.shape[1]} exceed the context length {clip.config.context_length}")
+        x = x + clip.positional_embedding[: x.shape[1]].to(x.dtype)
+        for i, block in enumerate(clip.text_blocks):
+            if tp is not None and i > 0:
+                x = tp.replace(x, i)
+            x = self._block(block, x, causal=True, **self._hooks("text", i))
+        readout = tp.readout(ids) if tp is not None else ids.argmax(dim=-1)
+        emb = clip.text_head(x, readout)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    # -- video -------------------------------------------------------------------------
+    def _check_frames(self, frames: torch.Tensor) -> None:
+        res = self.clip.config.image_resolution
+        if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-2:] != (res, res):
+            raise ValueError(
+                f"expected frames (B, F, 3, H, W) with H = W = {res} (normalised float pixels), "
+                f"got shape {tuple(frames.shape)}"
+            )
+        expected = self.num_frames
+        if expected is not None and frames.shape[1] != expected:
+            raise ValueError(
+                f"method {self.config.method!r} was built for {expected} frames (its parameters "
+                f"have one entry per frame position) but got {frames.shape[1]}; sample {expected} "
+                f"frames or create the method with num_frames={frames.shape[1]}"
+            )
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[B, F, 3, H, W]`` -> per-frame embeddings ``[B, F, D]`` (unnormalised)."""
+        self._check_frames(frames)
+        b, f = frames.shape[:2]
+        visual, fp, joint = self.clip.visual, self.frame_prompts, self.joint
+        blocks = visual.blocks
+        intra = joint.intra_layers if joint is not None else len(blocks)
+        x = visual.embed(frames.flatten(0, 1))  # [B*F, 1+P, w]
+        num_prompts = 0
+        for i in range(intra):
+            if fp is not None and i < fp.depth:
+                cls = x[:, 0].view(b, f, -1)  # [B, F, w]: the layer's input [CLS] per frame
+                x = _splice(x, fp.prompts(i, cls), num_prompts)  # [B*F, 1+n+P, w]
+                num_prompts = fp.length
+            if i == 0:
+                x = visual.ln_pre(x)  # prompts of layer 0 pass ln_pre too (reference)
+            x = self._block(blocks[i], x, **self._hooks("visual", i))
+        if joint is None or intra == len(blocks):  # K_s = K is plain VoP
+            return visual.head(x[:, 0]).view(b, f, -1)
+        if intra == 0:
+            x = visual.ln_pre(x)
+        x = _splice(x, None, num_prompts)  # drop the intra-frame prompts: [B*F, 1+P, w]
+        cls, patches = joint.group(x, b)  # [B, F, w], [B, F*P, w]
+        for j, i in enumerate(range(intra, len(blocks))):
+            x = self._block(blocks[i], joint.sequence(j, cls, patches), **self._hooks("visual", i))
+            cls, patches = joint.split(x, f)
+        return visual.head(cls)  # [B, F, D]
+
+    def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Frames ``[B, F, 3, H, W]`` -> video embeddings ``[B, D]``: mean of the L2-normalised
+        frame embeddings, L2-normalised."""
+        emb = F.normalize(self.encode_frames(frames), dim=-1).mean(dim=1)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def forward(self, frames: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (video ``[B, D]``, text ``[N, D]``, logit scale (a scalar, already exponentiated))."""
+        return self.encode_video(frames), self.encode_text(ids), self.clip.logit_scale.exp()

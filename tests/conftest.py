@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny backbones and inputs, built once per session where safe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vop.backbone as backbone
+
+# The tests run tiny models; one intra-op thread avoids thread hand-off costs that make
+# them many times slower, especially when the two cores are shared.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def clip():
+    """A fresh tiny CLIP (random weights, seed 0): 32 px images, 3 + 2 layers."""
+    return backbone.load("tiny")
+
+
+@pytest.fixture
+def frames():
+    """Two videos of 12 normalised 32 px frames: ``[2, 12, 3, 32, 32]``."""
+    return torch.randn(2, 12, 3, 32, 32, generator=torch.Generator().manual_seed(1))
