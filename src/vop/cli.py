@@ -37,6 +37,193 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vop train ----------------------------------------------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config (configs/<benchmark>/<method>.yaml); omitted: defaults")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--restart", action="store_true", help="ignore an interrupted run in out_dir and start over")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+@command("train", "train a method (resumes an interrupted run in the same out_dir)")(_train_args)
+def _train(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from vop.train.config import load_train_config
+
+    config = load_train_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return 0
+    from vop.train.trainer import Trainer
+
+    out = Path(config.runtime.out_dir)
+    if args.restart and (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")
+    summary = Trainer(config).fit()
+    if "test" in summary:
+        print(json.dumps({"steps": summary["steps"], "val": summary.get("val"), "test": summary["test"]}, indent=2))
+        print(f"checkpoints: {out / 'checkpoints'} (best chosen on {config.data.val_split})")
+    return 0
+
+
+# -- vop eval -----------------------------------------------------------------------------
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder from vop train, or 'zero-shot' for the frozen backbone")
+    p.add_argument("--backbone", default=None, help="backbone source (default: the one the checkpoint names)")
+    p.add_argument("--data", default=None, help="a train YAML config whose data section to use")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--split", default=None, help="split to evaluate (default: data.test_split)")
+    p.add_argument("--dual-softmax", action="store_true", help="dual-softmax re-ranking (post-processing)")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+
+
+@command("eval", "evaluate a checkpoint on a benchmark split")(_eval_args)
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from vop.configio import apply_overrides, load_yaml
+    from vop.data.datasets import open_split
+    from vop.eval.evaluate import evaluate
+    from vop.train.config import TrainConfig
+    from vop.train.trainer import resolve_device
+
+    data = load_yaml(args.data) if args.data else {}
+    if args.checkpoint != "zero-shot":
+        from vop.train.checkpoint import load_checkpoint, read_meta
+
+        meta = read_meta(args.checkpoint)
+        data.setdefault("data", meta.get("data", {}))
+        model, meta = load_checkpoint(args.checkpoint, backbone=args.backbone)
+        data["backbone"] = meta["backbone"]["source"]
+        data.setdefault("method", {"name": meta["method"]["method"]})
+    config = TrainConfig.from_dict(apply_overrides(data, args.overrides + (
+        [f"backbone={args.backbone}"] if args.backbone else [])))
+    if args.checkpoint == "zero-shot":
+        import vop.backbone
+        import vop.methods
+
+        model = vop.methods.create("zero-shot", vop.backbone.load(config.backbone))
+    d = config.data
+    device = resolve_device(config.runtime.device)
+    split_name = args.split or d.test_split
+    opened = open_split(d.benchmark, split_name, root=d.root, video_dir=d.video_dir, cache_dir=d.cache_dir,
+                        num_frames=d.num_frames, synthetic=d.synthetic)
+    metrics = evaluate(model.to(device), opened.split, device=device, num_frames=d.num_frames,
+                       precision=config.runtime.precision, batch_size=config.eval.batch_size,
+                       chunk_size=config.eval.chunk_size, dual_softmax=args.dual_softmax or config.eval.dual_softmax,
+                       pairs=opened.pairs, progress=config.runtime.progress)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        from vop.eval.report import format_metrics
+
+        print(format_metrics(metrics, title=f"{d.benchmark} {split_name}"))
+    return 0
+
+
+# -- vop cache ----------------------------------------------------------------------------
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("benchmark", help="benchmark name (msrvtt-9k, didemo, ...)")
+    p.add_argument("root", help="annotation folder (docs/data.md)")
+    p.add_argument("--out", required=True, help="cache folder to write")
+    p.add_argument("--video-dir", default=None)
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits to include")
+    p.add_argument("--num-frames", type=int, default=12)
+    p.add_argument("--size", type=int, default=224, help="frame side: the backbone's input resolution")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true")
+
+
+@command("cache", "decode each video's sampled frames once into a memory-mapped frame cache")(_cache_args)
+def _cache(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vop.data.benchmarks import load_split
+    from vop.data.cache import build_frame_cache
+
+    keys, paths = {}, []
+    for name in args.splits.split(","):
+        split = load_split(args.benchmark, Path(args.root), name.strip(),
+                           video_dir=Path(args.video_dir) if args.video_dir else None)
+        for v, key in enumerate(split.video_ids):
+            if key not in keys:
+                keys[key] = split.source.describe(v)
+    cache = build_frame_cache(list(keys.values()), args.out, num_frames=args.num_frames, size=args.size,
+                              keys=list(keys), workers=args.workers, overwrite=args.overwrite)
+    print(f"cached {len(cache)} videos in {args.out}; {len(cache.failed)} unreadable")
+    return 0
+
+
+# -- vop demo -----------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--full", action="store_true", help="also train full fine-tuning (slower)")
+    p.add_argument("--methods", default=None, help="comma-separated methods to train (default: vop,vop-fc)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the config's 280)")
+    p.add_argument("--out", default=None, help="output folder (default: ~/.cache/vop/demo or $VOP_DEMO_DIR)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key of every run, e.g. --set data.synthetic.train_pairs=200")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@command("demo", "zero-shot vs vop vs vop-fc on the built-in synthetic world (CPU, about 10 minutes)")(_demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vop.demo import DEFAULT_METHODS, demo_home, demo_prompts_dir, format_table, run_demo, write_report
+
+    methods = tuple(args.methods.split(",")) if args.methods else DEFAULT_METHODS
+    if args.full and "full" not in methods:
+        methods = (*methods, "full")
+    out = Path(args.out) if args.out else demo_home()
+    rows = run_demo(methods, steps=args.steps, out_dir=out, overrides=args.overrides, progress=not args.quiet,
+                    seed=args.seed)
+    print()
+    print(format_table(rows))
+    paths = write_report(rows, out)
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    print(f"trained prompts for `vop serve --demo`: {demo_prompts_dir()}")
+    return 0
+
+
+# -- vop pretrain -------------------------------------------------------------------------
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=700, help="optimiser steps of 256 image-caption pairs")
+    p.add_argument("--out", default=None,
+                   help="checkpoint to write (default: the packaged vop/assets/tiny-synthetic.safetensors)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and training-index stream")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("pretrain", "pretrain the tiny CLIP on the synthetic upstream world (builds tiny-synthetic)")(_pretrain_args)
+def _pretrain(args: argparse.Namespace) -> int:
+    import shlex
+
+    from vop.train.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(steps=args.steps, seed=args.seed, threads=args.threads,
+                            warmup=min(PretrainConfig.warmup, args.steps - 1))
+    # The command recorded in the checkpoint: the arguments that shape the weights.
+    recorded = ["vop", "pretrain", "--steps", str(args.steps), "--seed", str(args.seed),
+                "--threads", str(args.threads), *(["--out", args.out] if args.out else [])]
+    result = pretrain(config, args.out, progress=not args.no_progress,
+                      command=" ".join(map(shlex.quote, recorded)))
+    print(f"zero-shot image-to-text R@1 on {result['pairs']} held-out pairs: "
+          f"{result['i2t_r1_exact']:.1f} % exact caption, {result['i2t_r1_attributes']:.1f} % by attributes")
+    print(f"trained {result['steps']} steps in {result['train_seconds'] / 60:.1f} min; "
+          f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}")
+    print(f"wrote {result['path']} ({result['size_bytes'] / 1e6:.2f} MB, fingerprint {result['fingerprint']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vop import __version__
 

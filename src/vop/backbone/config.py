@@ -76,6 +76,14 @@ ARCHITECTURES: dict[str, CLIPConfig] = {
     # and OpenAI's head rule (width // 64) so that its checkpoints re-load by inference.
     "tiny": CLIPConfig(64, 32, 3, 128, 16, context_length=32, vocab_size=49408,
                        transformer_width=128, transformer_heads=2, transformer_layers=2, name="tiny"),
+    # The shape of the shipped pretrained ``tiny-synthetic`` model (64 px, 16 px patches:
+    # 17 image tokens; 32 text positions hold a 22-token caption plus 8 text prompts).
+    # Listed with the full BPE vocabulary so random weights work with the real
+    # tokenizer; the shipped checkpoint keeps only its world's tokens (``vocab_size`` is
+    # then the reduced row count and a ``token_map`` maps BPE ids to rows).
+    "tiny-synthetic-arch": CLIPConfig(256, 64, 6, 192, 16, context_length=32, vocab_size=49408,
+                                      transformer_width=192, transformer_heads=3, transformer_layers=4,
+                                      name="tiny-synthetic-arch"),
 }
 
 

@@ -1,0 +1,60 @@
+"""Open a benchmark split by name, the synthetic world included: one entry point for
+training, evaluation and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vop.data.types import RetrievalSplit
+
+
+@dataclass(frozen=True)
+class OpenedSplit:
+    split: RetrievalSplit
+    groups: list[list[int]] | None = None  # caption indices to keep in one batch (reversal pairs)
+    pairs: list[tuple[int, int, int, int]] | None = None  # (video_a, caption_a, video_b, caption_b)
+
+
+def open_split(benchmark: str, split: str, *, root: str | None = None, video_dir: str | None = None,
+               cache_dir: str | None = None, num_frames: int = 12, synthetic: dict | None = None,
+               image_size: int | None = None) -> OpenedSplit:
+    """``benchmark`` is a reader name (``vop.data.benchmarks.READERS``) or ``synthetic``."""
+    if benchmark == "synthetic":
+        from vop.data.synthetic import DownstreamWorld
+
+        options = dict(synthetic or {})
+        options.setdefault("num_frames", num_frames)
+        if image_size is not None:
+            options.setdefault("image_size", image_size)
+        world = _world(tuple(sorted(options.items())))
+        s = world.split(split)
+        pairs = world.reversal_pairs(split)
+        video_to_captions: dict[int, list[int]] = {}
+        for c, v in enumerate(s.caption_to_video):
+            video_to_captions.setdefault(v, []).append(c)
+        groups = [video_to_captions.get(a, []) + video_to_captions.get(b, []) for a, _, b, _ in pairs]
+        return OpenedSplit(s, [g for g in groups if g], pairs)
+    from vop.data.benchmarks import load_split
+
+    if root is None:
+        raise ValueError(f"benchmark {benchmark!r} needs data.root (the annotation folder; see docs/data.md)")
+    cache = None
+    if cache_dir is not None and Path(cache_dir).exists():
+        from vop.data.cache import FrameCache
+
+        cache = FrameCache.open(cache_dir)
+    s = load_split(benchmark, Path(root), split, video_dir=Path(video_dir) if video_dir else None, cache=cache)
+    return OpenedSplit(s)
+
+
+_WORLDS: dict = {}
+
+
+def _world(key: tuple):
+    """Synthetic worlds are deterministic; build each configuration once per process."""
+    if key not in _WORLDS:
+        from vop.data.synthetic import DownstreamWorld
+
+        _WORLDS[key] = DownstreamWorld(**dict(key))
+    return _WORLDS[key]

@@ -1,0 +1,335 @@
+"""The training loop: symmetric InfoNCE on the (globally gathered) batch, AdamW with
+warm-up + cosine, accumulation, clipping, autocast, non-finite-loss guard, `last`/`best`
+checkpoints chosen on validation, resume to the exact batch, JSONL logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vop.backbone import identity, load
+from vop.data.datasets import OpenedSplit, open_split
+from vop.data.transforms import VideoTransform, normalize
+from vop.eval.evaluate import autocast, evaluate
+from vop.methods import from_config
+from vop.train import distributed as dist_utils
+from vop.train.batches import CaptionVideoDataset, EpochSampler, collate
+from vop.train.checkpoint import load_state, save_checkpoint
+from vop.train.config import TrainConfig
+from vop.train.loss import SymmetricInfoNCE
+from vop.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # current epoch
+    batch: int = 0  # next batch index within the epoch
+    step: int = 0  # optimiser steps taken
+    best: float | None = None  # best validation score so far
+    bad_steps: int = 0  # non-finite losses, total
+    skipped_videos: int = 0  # unreadable videos met in training, total
+    skipped_examples: list = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """``Trainer(config).fit()`` trains, validates, checkpoints and tests one run.
+
+    ``clip`` and ``splits`` may be injected (tests, the demo); otherwise the backbone is
+    loaded from ``config.backbone`` and splits are opened from ``config.data``.
+    ``on_step(trainer)`` is called after every optimiser step.
+    """
+
+    def __init__(self, config: TrainConfig, *, clip=None, splits: dict[str, OpenedSplit] | None = None,
+                 on_step: Callable[["Trainer"], None] | None = None, resume: bool = True):
+        self.config = config
+        self.dist = dist_utils.init_from_env(config.runtime.device)
+        if config.runtime.threads:
+            torch.set_num_threads(config.runtime.threads)
+        self.device = resolve_device(config.runtime.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if config.runtime.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("runtime.precision fp16 needs a GPU; use bf16 on CPU")
+        self.out_dir = Path(config.runtime.out_dir)
+        torch.manual_seed(config.runtime.seed)
+        self.clip = clip if clip is not None else load(config.backbone)
+        self.backbone_identity = identity(self.clip)  # before any training touches it
+        self.model = from_config(config.method_config(), self.clip).to(self.device)
+        self.model.gradient_checkpointing = config.runtime.gradient_checkpointing
+        self.splits = splits or {}
+        self.on_step = on_step
+        self.loss_fn = SymmetricInfoNCE()
+        self.state = RunState()
+        self._resume = resume
+        self._tb = None
+
+    # -- data ------------------------------------------------------------------------
+    def split(self, name: str) -> OpenedSplit:
+        if name not in self.splits:
+            d = self.config.data
+            self.splits[name] = open_split(d.benchmark, name, root=d.root, video_dir=d.video_dir,
+                                           cache_dir=d.cache_dir, num_frames=d.num_frames, synthetic=d.synthetic)
+        return self.splits[name]
+
+    def _loader(self, sampler: EpochSampler, dataset: CaptionVideoDataset) -> DataLoader:
+        workers = self.config.data.workers
+        return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=workers, persistent_workers=False, drop_last=True,
+                          pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _data_record(self) -> dict:
+        from vop.configio import to_dict
+
+        return to_dict(self.config.data)
+
+    def _save(self, which: str, metrics: dict | None = None, with_state: bool = True) -> None:
+        if not self.dist.is_main:
+            return
+        state = None
+        if with_state:
+            state = {
+                "run": self.state.__dict__,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": torch.random.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "config": self.config.to_dict(),
+            }
+        save_checkpoint(self.out_dir / "checkpoints" / which, self.model, backbone_source=self.config.backbone,
+                        data=self._data_record(), metrics=metrics or {}, state=state,
+                        backbone_identity=self.backbone_identity,
+                        extra={"step": self.state.step, "epoch": self.state.epoch, "train_config": self.config.to_dict()})
+
+    def _try_resume(self) -> bool:
+        last = self.out_dir / "checkpoints" / "last"
+        if not (self._resume and last.exists()):
+            return False
+        saved = load_state(last)
+        if saved is None:
+            return False
+        if saved["config"] != self.config.to_dict():
+            raise ValueError(
+                f"{self.out_dir} holds a run with a different config; resume it with the same config, "
+                "or choose a new runtime.out_dir (or pass --restart to overwrite)"
+            )
+        from safetensors.torch import load_file
+
+        self.model.load_trainable_state_dict(load_file(str(last / "weights.safetensors")))
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler is not None and saved["scaler"] is not None:
+            self.scaler.load_state_dict(saved["scaler"])
+        torch.random.set_rng_state(saved["rng"])
+        if saved["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        self.state = RunState(**saved["run"])
+        if self.dist.is_main:
+            log.info("resumed %s at epoch %d, batch %d (step %d)", last, self.state.epoch, self.state.batch,
+                     self.state.step)
+        return True
+
+    # -- logging -----------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is None and self.config.runtime.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tb"))
+            except Exception:  # noqa: BLE001 - TensorBoard is optional
+                self._tb = False
+        if self._tb:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record.get("step", 0))
+
+    # -- the loop ----------------------------------------------------------------------
+    def validate(self, split_name: str, model=None) -> dict:
+        d, e = self.config.data, self.config.eval
+        opened = self.split(split_name)
+        return evaluate(model or self.model, opened.split, device=self.device, num_frames=d.num_frames,
+                        precision=self.config.runtime.precision, batch_size=e.batch_size,
+                        chunk_size=e.chunk_size, dual_softmax=e.dual_softmax, pairs=opened.pairs,
+                        progress=self.config.runtime.progress and self.dist.is_main)
+
+    def fit(self) -> dict:
+        cfg, d, o, r = self.config, self.config.data, self.config.optim, self.config.runtime
+        train = self.split(d.train_split)
+        per_rank = o.batch_size // self.dist.world_size
+        if per_rank * self.dist.world_size != o.batch_size:
+            raise ValueError(f"optim.batch_size {o.batch_size} is not divisible by {self.dist.world_size} processes")
+        groups = train.groups if (d.pair_batches and train.groups) else [[i] for i in range(train.split.num_captions)]
+        sampler = EpochSampler(groups, per_rank, seed=r.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+        transform = VideoTransform(size=self.clip.config.image_resolution, train=True, random_crop=d.random_crop,
+                                   flip=d.flip, crop_scale=d.crop_scale)
+        dataset = CaptionVideoDataset(train.split, transform, d.num_frames, d.train_sampling, seed=r.seed)
+        steps_per_epoch = sampler.batches_per_epoch // o.grad_accum
+        total_steps = o.max_steps or steps_per_epoch * o.epochs
+        epochs = math.ceil(total_steps / max(1, steps_per_epoch))
+        self.optimizer = build_optimizer(self.model, o)
+        self.scheduler = build_scheduler(self.optimizer, total_steps, o)
+        self.scaler = torch.amp.GradScaler("cuda") if r.precision == "fp16" else None
+        self._try_resume()
+        trainable = list(self.model.trainable_parameters().values())
+        self.model.train()
+        started = time.time()
+        done = False
+        while self.state.epoch < epochs and not done:
+            sampler.set_epoch(self.state.epoch, self.state.batch)
+            bar = tqdm(total=sampler.batches_per_epoch, initial=self.state.batch, disable=not (r.progress and self.dist.is_main),
+                       desc=f"epoch {self.state.epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
+            tick, seen = time.time(), 0
+            for batch in self._loader(sampler, dataset):
+                self._note_failures(batch["failed"])
+                loss = self._forward_backward(batch, o.grad_accum)
+                seen += batch["frames"].shape[0] * self.dist.world_size
+                self.state.batch += 1
+                bar.update(1)
+                if self.state.batch % o.grad_accum:
+                    continue
+                stepped = self._optimizer_step(trainable, loss)
+                if not stepped:
+                    continue
+                self.state.step += 1
+                lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"]
+                rate = seen / max(1e-9, time.time() - tick)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", vid_s=f"{rate:.1f}")
+                if self.state.step % r.log_every == 0:
+                    self._log({"kind": "train", "step": self.state.step, "epoch": self.state.epoch, "loss": loss,
+                               "lr": lr, "videos_per_s": rate, "time": time.time() - started})
+                if r.save_every and self.state.step % r.save_every == 0:
+                    self._save("last")
+                if self.on_step is not None:
+                    self.on_step(self)
+                if self.state.step >= total_steps:
+                    done = True
+                    break
+            bar.close()
+            if not done or self.state.batch >= sampler.batches_per_epoch:
+                self.state.epoch += 1
+                self.state.batch = 0
+            self._end_of_epoch(epochs, done)
+        summary = self._finish(time.time() - started)
+        return summary
+
+    def _note_failures(self, failed: list) -> None:
+        if failed:
+            self.state.skipped_videos += len(failed)
+            for path, reason in failed:
+                log.warning("skipped unreadable video %s: %s", path, reason)
+                if len(self.state.skipped_examples) < 20:
+                    self.state.skipped_examples.append(path)
+
+    def _forward_backward(self, batch: dict, accum: int) -> float:
+        frames = normalize(batch["frames"].to(self.device, non_blocking=True))
+        ids = self.model.tokenize(batch["captions"]).to(self.device)
+        with autocast(self.device, self.config.runtime.precision):
+            video, text, scale = self.model(frames, ids)
+        video = dist_utils.all_gather_with_grad(video.float())
+        text = dist_utils.all_gather_with_grad(text.float())
+        loss = self.loss_fn(video, text, scale.float())
+        self._last_loss_finite = bool(torch.isfinite(loss))
+        if self._last_loss_finite:
+            scaled = loss / accum
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return float(loss.detach())
+
+    def _optimizer_step(self, trainable: list, loss: float) -> bool:
+        r, o = self.config.runtime, self.config.optim
+        if not self._last_loss_finite:
+            self.state.bad_steps += 1
+            self._bad_streak = getattr(self, "_bad_streak", 0) + 1
+            warnings.warn(f"non-finite loss ({loss}) at step {self.state.step}; the step is skipped", stacklevel=2)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self._bad_streak >= r.max_bad_steps:
+                raise TrainingDiverged(
+                    f"{self._bad_streak} consecutive non-finite losses: training stopped. The last good "
+                    f"checkpoint is {self.out_dir / 'checkpoints' / 'last'}; lower optim.lr or use fp32/bf16"
+                )
+            return False
+        self._bad_streak = 0
+        dist_utils.average_gradients(trainable)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if o.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, o.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.clip.logit_scale.requires_grad:
+            with torch.no_grad():
+                self.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return True
+
+    def _end_of_epoch(self, epochs: int, done: bool) -> None:
+        r = self.config.runtime
+        finished_epoch = self.state.epoch  # epochs completed
+        if done or finished_epoch % r.eval_every == 0 or finished_epoch >= epochs:
+            metrics = None
+            if self.dist.is_main:
+                metrics = self.validate(self.config.data.val_split)
+                self._log({"kind": "val", "step": self.state.step, "epoch": finished_epoch, **_numeric(metrics)})
+                score = metrics["t2v_r1"] + metrics["v2t_r1"] + metrics.get("pair_accuracy", 0.0)
+                if self.state.best is None or score > self.state.best:
+                    self.state.best = score
+                    self._save("best", metrics={"val": metrics}, with_state=False)
+            dist_utils.barrier()
+        self._save("last")
+        dist_utils.barrier()
+
+    def _finish(self, seconds: float) -> dict:
+        summary = {"steps": self.state.step, "train_seconds": seconds, "skipped_videos": self.state.skipped_videos,
+                   "skipped_examples": self.state.skipped_examples[:5], "non_finite_steps": self.state.bad_steps}
+        if self.dist.is_main:
+            from vop.train.checkpoint import load_checkpoint
+
+            best_dir = self.out_dir / "checkpoints" / "best"
+            # Same backbone object: the subset baselines' trained tensors are overwritten by best's.
+            best, meta = load_checkpoint(best_dir, self.clip, strict_backbone=False)
+            best.to(self.device)
+            summary["val"] = meta["metrics"].get("val", {})
+            summary["test"] = self.validate(self.config.data.test_split, model=best)
+            self._log({"kind": "test", "step": self.state.step, **_numeric(summary["test"])})
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if self.state.skipped_videos:
+                print(f"skipped {self.state.skipped_videos} unreadable videos during training, e.g. "
+                      f"{self.state.skipped_examples[:3]}")
+        dist_utils.barrier()
+        return summary
+
+
+def _numeric(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
