@@ -65,6 +65,13 @@ class VideoTextModel(nn.Module):
                 return module.num_frames
         return None
 
+    @property
+    def sees_frame_order(self) -> bool:
+        """Whether the video embedding can depend on frame order. When False, frames are
+        encoded independently and mean-pooled, so a video and its time reversal embed
+        identically."""
+        return self.joint is not None or bool(self.frame_prompts is not None and self.frame_prompts.sees_frame_order)
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
@@ -193,7 +200,11 @@ class VideoTextModel(nn.Module):
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Frames ``[B, F, 3, H, W]`` -> video embeddings ``[B, D]``: mean of the L2-normalised
         frame embeddings, L2-normalised."""
-        emb = F.normalize(self.encode_frames(frames), dim=-1).mean(dim=1)
+        frame_emb = F.normalize(self.encode_frames(frames), dim=-1)  # [B, F, D]
+        # The mean as a sum of (frame j + frame F-1-j): float addition is commutative, so
+        # a video and its time reversal pool to bitwise the same embedding (order-blind
+        # methods then score exactly 50 % pair accuracy, not 50 % +- rounding noise).
+        emb = (frame_emb + frame_emb.flip(1)).sum(dim=1) / (2 * frame_emb.shape[1])
         return F.normalize(emb, dim=-1) if normalize else emb
 
     def forward(self, frames: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,6 +16,8 @@ class ContextPrompts(FramePrompts):
     """``shared``: ``[depth, n_shared, width]``; ``context``: BiLSTM(width -> hidden x 2);
     ``generate``: Linear(2 * hidden -> n_generated * width)."""
 
+    sees_frame_order = True
+
     def __init__(self, depth: int, num_shared: int, num_generated: int, width: int,
                  hidden: int, init_std: float = 0.02, lr_scale: float = 1.0):
         super().__init__()

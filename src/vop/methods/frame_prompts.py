@@ -18,6 +18,7 @@ class FramePrompts(nn.Module):
     depth: int  # number of (bottom) layers that receive fresh prompts
     length: int  # prompt tokens per frame per layer
     num_frames: int | None = None  # set when parameters depend on the frame count
+    sees_frame_order: bool = False  # whether a frame's prompts depend on its position or neighbours
 
     def prompts(self, layer: int, cls: torch.Tensor) -> torch.Tensor:
         """``cls`` ``[B, F, width]`` (the layer's input [CLS] of each frame) -> prompts

@@ -12,6 +12,8 @@ from vop.methods.frame_prompts import FramePrompts
 class PositionPrompts(FramePrompts):
     """``shared``: ``[depth, n_shared, width]``; ``specific``: ``[depth, F, n_specific, width]``."""
 
+    sees_frame_order = True
+
     def __init__(self, depth: int, num_shared: int, num_specific: int, num_frames: int,
                  width: int, init_std: float = 0.02):
         super().__init__()
