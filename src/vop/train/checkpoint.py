@@ -43,6 +43,13 @@ def save_checkpoint(path: str | Path, model, *, backbone_source: str, data: dict
                     backbone_identity: dict | None = None) -> Path:
     """Write ``model``'s trainable tensors and metadata to folder ``path`` atomically."""
     path = Path(path)
+    if backbone_identity is None and any(n.startswith("clip.") for n in model.trainable_parameters()):
+        # Trained backbone tensors change the fingerprint; the checkpoint must record the
+        # backbone it started from, or it could never be loaded onto that backbone again.
+        raise ValueError(
+            f"method {model.config.method!r} trains backbone tensors: pass backbone_identity="
+            "vop.backbone.identity(clip) taken before training"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

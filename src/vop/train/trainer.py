@@ -44,8 +44,8 @@ class RunState:
     step: int = 0  # optimiser steps taken
     best: float | None = None  # best validation score so far
     bad_steps: int = 0  # non-finite losses, total
-    skipped_videos: int = 0  # unreadable videos met in training, total
-    skipped_examples: list = field(default_factory=list)
+    skipped_videos: int = 0  # distinct unreadable videos met in training
+    skipped_examples: list = field(default_factory=list)  # their paths
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,12 +127,15 @@ class Trainer:
 
     def _try_resume(self) -> bool:
         last = self.out_dir / "checkpoints" / "last"
+        if not last.exists():  # a crash between the two renames of an atomic save
+            leftovers = sorted(last.parent.glob(".last.old-*")) if last.parent.exists() else []
+            last = leftovers[-1] if leftovers else last
         if not (self._resume and last.exists()):
             return False
         saved = load_state(last)
         if saved is None:
             return False
-        if saved["config"] != self.config.to_dict():
+        if _resume_key(saved["config"]) != _resume_key(self.config.to_dict()):
             raise ValueError(
                 f"{self.out_dir} holds a run with a different config; resume it with the same config, "
                 "or choose a new runtime.out_dir (or pass --restart to overwrite)"
@@ -205,6 +208,7 @@ class Trainer:
         done = False
         while self.state.epoch < epochs and not done:
             sampler.set_epoch(self.state.epoch, self.state.batch)
+            self.optimizer.zero_grad(set_to_none=True)  # drop the last epoch's incomplete accumulation
             bar = tqdm(total=sampler.batches_per_epoch, initial=self.state.batch, disable=not (r.progress and self.dist.is_main),
                        desc=f"epoch {self.state.epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
             tick, seen = time.time(), 0
@@ -242,12 +246,13 @@ class Trainer:
         return summary
 
     def _note_failures(self, failed: list) -> None:
-        if failed:
-            self.state.skipped_videos += len(failed)
-            for path, reason in failed:
+        # Count videos, not failed reads: a broken video is met again for each of its
+        # captions, in every epoch, and by the retry of its neighbouring caption.
+        for path, reason in failed:
+            if path not in self.state.skipped_examples:
                 log.warning("skipped unreadable video %s: %s", path, reason)
-                if len(self.state.skipped_examples) < 20:
-                    self.state.skipped_examples.append(path)
+                self.state.skipped_examples.append(path)
+        self.state.skipped_videos = len(self.state.skipped_examples)
 
     def _forward_backward(self, batch: dict, accum: int) -> float:
         frames = normalize(batch["frames"].to(self.device, non_blocking=True))
@@ -257,8 +262,12 @@ class Trainer:
         video = dist_utils.all_gather_with_grad(video.float())
         text = dist_utils.all_gather_with_grad(text.float())
         loss = self.loss_fn(video, text, scale.float())
-        self._last_loss_finite = bool(torch.isfinite(loss))
-        if self._last_loss_finite:
+        finite = bool(torch.isfinite(loss))
+        if self.state.batch % accum == 0:  # first micro-batch of an optimiser step
+            self._last_loss_finite = True
+        # One non-finite micro-batch spoils its whole step, not just its own gradient.
+        self._last_loss_finite = self._last_loss_finite and finite
+        if finite:
             scaled = loss / accum
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return float(loss.detach())
@@ -329,6 +338,15 @@ class Trainer:
                       f"{self.state.skipped_examples[:3]}")
         dist_utils.barrier()
         return summary
+
+
+# Settings that do not change what a run computes: a resumed run may differ in them.
+_COSMETIC = ("device", "progress", "threads", "log_every", "tensorboard", "save_every")
+
+
+def _resume_key(config: dict) -> dict:
+    runtime = {k: v for k, v in config.get("runtime", {}).items() if k not in _COSMETIC}
+    return {**config, "runtime": runtime}
 
 
 def _numeric(metrics: dict) -> dict:
