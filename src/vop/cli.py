@@ -224,6 +224,124 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vop encode / search / serve (docs/search.md) ----------------------------------------
+def _encode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video_dir", help="folder of videos (mp4, webm, mkv, avi, mov), walked recursively")
+    p.add_argument("--checkpoint", required=True,
+                   help="method checkpoint folder (vop train), or 'zero-shot' for the plain --backbone")
+    p.add_argument("--out", required=True, help="index folder to create or update")
+    p.add_argument("--backbone", default=None,
+                   help="backbone source (required with zero-shot; overrides the checkpoint's recorded source)")
+    p.add_argument("--batch", type=int, default=8, help="videos per model call")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the method's, or 12)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (under torchrun: each rank's local GPU)")
+    p.add_argument("--rebuild", action="store_true", help="encode everything again, replacing the index")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@command("encode", "encode a folder of videos into a search index (incremental; torchrun for several processes)")(
+    _encode_args)
+def _encode(args: argparse.Namespace) -> int:
+    from vop.search.encode import EncodeConfig, encode_collection
+    from vop.search.method import load_method
+    from vop.train.distributed import init_from_env
+
+    device = args.device
+    dist = init_from_env(device)
+    if dist.enabled and device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+    config = EncodeConfig(batch_size=args.batch, num_frames=args.num_frames, workers=args.workers, device=device,
+                          progress=not args.quiet, rebuild=args.rebuild)
+    model, identity = load_method(args.checkpoint, args.backbone)
+    report = encode_collection(args.video_dir, args.out, model.to(device), identity, config, dist=dist)
+    if dist.is_main:
+        print(report.summary())
+    return 0
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index folder written by vop encode")
+    p.add_argument("query", help="what the video shows, in words")
+    p.add_argument("-k", type=int, default=10, help="results to show (1-100)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--checkpoint", default=None, help="encode the query with this checkpoint (must be the index's)")
+    p.add_argument("--backbone", default=None, help="backbone source, if the recorded one has moved")
+    p.add_argument("--ann", default="flat", choices=("flat", "hnsw", "ivf"),
+                   help="exact search (flat) or an approximate index for large collections")
+
+
+@command("search", "query a search index with a sentence")(_search_args)
+def _search(args: argparse.Namespace) -> int:
+    import json
+
+    from vop.search.ann import AnnConfig
+    from vop.search.service import SearchService
+
+    service = SearchService(ann_config=AnnConfig(kind=args.ann))
+    loaded = service.add_index(args.index, checkpoint=args.checkpoint, backbone=args.backbone)
+    hits = service.search(args.query, args.k)
+    root = loaded.stored.root
+    if args.json:
+        print(json.dumps([{"rank": h.rank, "score": round(h.score, 6), "id": h.record.id, "path": h.record.path,
+                           "file": str(root / h.record.path), "duration": h.record.duration} for h in hits], indent=2))
+        return 0
+    print(f"{len(hits)} of {len(loaded)} videos in {loaded.name} ({root}):")
+    for h in hits:
+        print(f"{h.rank:>4}  {h.score:+.4f}  {h.record.path}")
+    return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("indexes", nargs="*", metavar="INDEX_DIR", help="index folders (one per checkpoint, say)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback by default)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--demo", action="store_true",
+                   help="write and index a small synthetic collection (tiny CLIP + `vop demo` prompts) and serve it")
+    p.add_argument("--demo-dir", default=None, help="demo folder (default: $VOP_DEMO_DIR or ~/.cache/vop/demo)")
+    p.add_argument("--ann", default="flat", choices=("flat", "hnsw", "ivf"), help="exact or approximate search")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="also accept this Host header (a name the server is reached by beyond loopback)")
+
+
+@command("serve", "serve search indexes over HTTP: a JSON API and a web page")(_serve_args)
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from vop.search.ann import AnnConfig
+    from vop.search.app import LOOPBACK_HOSTS, create_app
+    from vop.search.method import BackboneCache
+    from vop.search.service import SearchService
+
+    if not args.indexes and not args.demo:
+        raise ValueError("give at least one INDEX_DIR, or --demo")
+    cache = BackboneCache()
+    service = SearchService(cache=cache, ann_config=AnnConfig(kind=args.ann))
+    if args.demo:
+        from pathlib import Path
+
+        from vop.search.demo import prepare_demo
+
+        setup = prepare_demo(Path(args.demo_dir) if args.demo_dir else None, cache=cache)
+        for note in setup.notes:
+            print(f"note: {note}")
+        service.add_index(setup.index, name="demo")
+        service.examples = setup.examples
+        print(f"demo collection: {setup.videos} (index {setup.index}, {setup.checkpoint})")
+    for path in args.indexes:
+        loaded = service.add_index(path)
+        print(f"index {loaded.name}: {len(loaded)} videos, method {loaded.identity['method']['method']}")
+    hosts = [*LOOPBACK_HOSTS, *args.allow_host]
+    if args.host not in LOOPBACK_HOSTS:
+        # A wildcard address is reached by names we cannot know: accept any Host unless listed.
+        hosts += ["*"] if args.host in ("0.0.0.0", "::") and not args.allow_host else [args.host]
+        print(f"warning: listening on {args.host}: every indexed video can be fetched by anyone who reaches it")
+    app = create_app(service, allowed_hosts=hosts)
+    print(f"serving on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/  (Ctrl-C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vop import __version__
 

@@ -1,0 +1,320 @@
+"""Encoding a folder of videos into a search index, incrementally and optionally on many
+processes.
+
+Per video: :func:`vop.data.sample_frames` (``"middle"`` mode, the method's frame count or
+12) -> :func:`~vop.data.transforms.resize_center_crop` to the backbone's resolution ->
+:func:`~vop.data.transforms.normalize` -> ``model.encode_video`` under
+``torch.inference_mode``, in batches, decoding on a few threads ahead of the model.
+
+A re-run keeps the embedding of every file whose size and mtime are unchanged (or whose
+content hash is unchanged), encodes new and changed files, and drops deleted ones. A file
+that cannot be decoded is reported in ``failed.json`` and skipped; it is retried once its
+size or mtime changes.
+
+Distributed (``torchrun --nproc-per-node N vop encode ...``): rank 0 plans, broadcasts the
+list of files to encode, every rank encodes its slice (``files[rank::world]``) and writes a
+shard beside the index; after a barrier rank 0 merges the shards into one index. The
+shards folder must be on a file system every rank sees (one machine, or a shared mount).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from vop.data.types import VideoReadError
+from vop.search.method import IndexMismatch, check_same_encoder
+from vop.search.records import FileState, VideoRecord, content_hash, probe, video_id, walk_videos
+from vop.search.store import StoredIndex, is_index, read_index, write_index
+
+__all__ = ["EncodeConfig", "EncodeReport", "encode_collection", "frame_count"]
+
+DEFAULT_FRAMES = 12
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How ``vop encode`` runs."""
+
+    batch_size: int = 8  # videos per model call
+    num_frames: int | None = None  # frames per video (None: the method's own count, else 12)
+    workers: int = 2  # decoding threads
+    device: str = "cpu"  # where the model runs
+    progress: bool = True  # show a tqdm progress bar (rank 0 only)
+    rebuild: bool = False  # ignore an existing index and encode everything again
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass
+class EncodeReport:
+    """What a run did."""
+
+    index: Path
+    total: int = 0  # videos in the index after the run
+    encoded: int = 0  # newly encoded (new or changed files)
+    reused: int = 0  # embeddings kept from the previous index
+    removed: int = 0  # files gone since the previous index
+    failed: list[dict] = field(default_factory=list)  # [{"path", "reason"}]
+
+    def summary(self) -> str:
+        lines = [f"{self.index}: {self.total} videos indexed ({self.encoded} encoded, {self.reused} unchanged, "
+                 f"{self.removed} removed), {len(self.failed)} unreadable"]
+        for f in self.failed[:20]:
+            lines.append(f"  unreadable: {f['path']}: {f['reason']}")
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more (see {self.index / 'failed.json'})")
+        return "\n".join(lines)
+
+
+def frame_count(model, config: EncodeConfig) -> int:
+    """Frames per video: the config's, else the method's own, else 12."""
+    if config.num_frames is not None:
+        if model.num_frames is not None and model.num_frames != config.num_frames:
+            raise ValueError(f"method {model.config.method!r} was built for {model.num_frames} frames, "
+                             f"not {config.num_frames}")
+        return config.num_frames
+    return model.num_frames or DEFAULT_FRAMES
+
+
+@dataclass
+class _Plan:
+    keep: list[tuple[VideoRecord, int]]  # (record, row in the old embeddings)
+    encode: list[FileState]
+    failed: list[dict]  # carried over: unchanged files that failed before
+    removed: int
+
+
+def _plan(root: Path, old: StoredIndex | None, num_frames: int) -> _Plan:
+    states = list(walk_videos(root))
+    if old is None:
+        return _Plan([], states, [], 0)
+    present = {s.path for s in states}
+    removed = sum(r.path not in present for r in old.records)
+    if old.meta.get("num_frames") != num_frames:  # every embedding is stale
+        return _Plan([], states, [], removed)
+    rows = {r.path: (r, i) for i, r in enumerate(old.records)}
+    failed_before = {f["path"]: f for f in old.failed}
+    keep, encode, failed = [], [], []
+    for s in states:
+        prev = rows.get(s.path)
+        if prev is not None:
+            rec, row = prev
+            if rec.size == s.size and rec.mtime_ns == s.mtime_ns:
+                keep.append((rec, row))
+                continue
+            if rec.size == s.size and content_hash(root / s.path, s.size) == rec.hash:
+                keep.append((replace(rec, mtime_ns=s.mtime_ns), row))  # touched, not changed
+                continue
+        f = failed_before.get(s.path)
+        if f is not None and f.get("size") == s.size and f.get("mtime_ns") == s.mtime_ns:
+            failed.append(f)
+            continue
+        encode.append(s)
+    return _Plan(keep, encode, failed, removed)
+
+
+def _load_one(root: Path, state: FileState, num_frames: int, resolution: int):
+    """Decode and describe one file: ``(record, frames [F, R, R, 3] uint8)``; raises VideoReadError."""
+    from vop.data.transforms import resize_center_crop
+    from vop.data.video import sample_frames
+
+    full = root / state.path
+    frames, _ = sample_frames(full, num_frames=num_frames, mode="middle")
+    try:
+        duration, width, height = probe(full)
+        digest = content_hash(full, state.size)
+    except Exception as exc:  # noqa: BLE001 - decoded fine, so header trouble means a bad file
+        raise VideoReadError(str(full), f"{type(exc).__name__}: {exc}") from exc
+    record = VideoRecord(video_id(state.path), state.path, state.size, state.mtime_ns, digest, duration,
+                         width, height, num_frames)
+    return record, resize_center_crop(frames, resolution)
+
+
+def _prefetch(items: list, fn: Callable, workers: int, ahead: int) -> Iterator[tuple[object, Future]]:
+    """``(item, future of fn(item))`` in order, with at most ``ahead`` decodes in flight."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vop-decode") as pool:
+        pending: collections.deque = collections.deque()
+        it = iter(items)
+        for item in it:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            yield pending.popleft()
+            for item in it:
+                pending.append((item, pool.submit(fn, item)))
+                break
+
+
+def _encode_files(root: Path, files: list[FileState], model, num_frames: int, config: EncodeConfig,
+                  show: bool) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
+    """Encode ``files``: ``(records, embeddings [n, D], failures)`` for the readable ones."""
+    from tqdm import tqdm
+
+    from vop.data.transforms import normalize
+
+    resolution = model.clip.config.image_resolution
+    dim = model.clip.config.embed_dim
+    records: list[VideoRecord] = []
+    chunks: list[np.ndarray] = []
+    failed: list[dict] = []
+    batch_recs: list[VideoRecord] = []
+    batch_frames: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if not batch_frames:
+            return
+        x = torch.stack(batch_frames).to(config.device)  # [B, F, R, R, 3] uint8
+        with torch.inference_mode():
+            emb = model.encode_video(normalize(x))  # [B, D]
+        chunks.append(emb.float().cpu().numpy())
+        records.extend(batch_recs)
+        batch_recs.clear()
+        batch_frames.clear()
+
+    bar = tqdm(total=len(files), unit="video", desc="encoding", disable=not show)
+    load = lambda s: _load_one(root, s, num_frames, resolution)  # noqa: E731
+    for state, future in _prefetch(files, load, config.workers, ahead=2 * config.batch_size):
+        try:
+            rec, frames = future.result()
+        except VideoReadError as exc:
+            failed.append({"path": state.path, "reason": exc.reason, "size": state.size,
+                           "mtime_ns": state.mtime_ns})
+        else:
+            batch_recs.append(rec)
+            batch_frames.append(frames)
+            if len(batch_frames) == config.batch_size:
+                flush()
+        bar.update(1)
+    flush()
+    bar.close()
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return records, emb.astype(np.float32, copy=False), failed
+
+
+def _merge(old: StoredIndex | None, plan: _Plan, new_records: list[VideoRecord], new_emb: np.ndarray,
+           dim: int) -> tuple[list[VideoRecord], np.ndarray]:
+    rows: list[tuple[str, VideoRecord, np.ndarray]] = []
+    for rec, row in plan.keep:
+        rows.append((rec.path, rec, np.asarray(old.embeddings[row])))
+    for rec, vec in zip(new_records, new_emb):
+        rows.append((rec.path, rec, vec))
+    rows.sort(key=lambda r: r[0])
+    emb = np.stack([r[2] for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    return [r[1] for r in rows], emb
+
+
+def _open_old(out: Path, root: Path, identity: dict, config: EncodeConfig) -> StoredIndex | None:
+    if config.rebuild or not is_index(out):
+        return None
+    old = read_index(out)
+    check_same_encoder(old.encoder, identity, index_name=f"the existing index {out}")
+    if old.root != root.resolve():
+        raise IndexMismatch(f"the existing index {out} was built from {old.root}, not {root.resolve()}; "
+                            "pass that folder, another --out, or --rebuild")
+    return old
+
+
+def encode_collection(video_dir: str | os.PathLike, out: str | os.PathLike, model, identity: dict,
+                      config: EncodeConfig = EncodeConfig(), dist=None) -> EncodeReport:
+    """Encode the videos under ``video_dir`` into the index at ``out`` (created or updated).
+
+    ``model`` and ``identity`` come from :func:`vop.search.method.load_method`. ``dist`` is a
+    :class:`vop.train.distributed.DistInfo`; with ``world_size > 1`` every rank must call
+    this with the same arguments, and rank 0 writes the index.
+    """
+    root, out = Path(video_dir), Path(out)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of videos")
+    num_frames = frame_count(model, config)
+    resolution = model.clip.config.image_resolution
+    dim = model.clip.config.embed_dim
+    distributed = dist is not None and dist.enabled
+    rank, world = (dist.rank, dist.world_size) if distributed else (0, 1)
+
+    old, plan, error = None, None, None
+    if rank == 0:
+        try:
+            old = _open_old(out, root, identity, config)
+            plan = _plan(root, old, num_frames)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+            if not distributed:
+                raise
+            error = exc
+    if distributed:
+        import torch.distributed as tdist
+
+        # Rank 0's plan (or its error, so that no rank waits forever) goes to every rank.
+        box = [(plan.encode, None) if plan is not None else (None, error)]
+        tdist.broadcast_object_list(box, src=0)
+        files, error = box[0]
+        if error is not None:
+            raise error
+        todo = files[rank::world]
+    else:
+        todo = plan.encode
+    records, emb, failed = _encode_files(root, todo, model, num_frames, config, show=config.progress and rank == 0)
+
+    if distributed:
+        shards = out.with_name(f".{out.name}.shards")
+        shards.mkdir(parents=True, exist_ok=True)
+        _write_shard(shards, rank, records, emb, failed)
+        tdist.barrier()
+        if rank != 0:
+            tdist.barrier()  # wait for rank 0 to write the index
+            return EncodeReport(out, encoded=len(records), failed=failed)
+        try:
+            records, parts, failed = [], [], []
+            for r in range(world):
+                rec_r, emb_r, failed_r = _read_shard(shards, r, dim)
+                records += rec_r
+                parts.append(emb_r)
+                failed += failed_r
+            emb = np.concatenate(parts)
+            return _finish(out, root, identity, num_frames, resolution, old, plan, records, emb, failed, dim)
+        finally:
+            shutil.rmtree(shards, ignore_errors=True)
+            tdist.barrier()  # release the other ranks, also when the merge failed
+    return _finish(out, root, identity, num_frames, resolution, old, plan, records, emb, failed, dim)
+
+
+def _finish(out: Path, root: Path, identity: dict, num_frames: int, resolution: int, old: StoredIndex | None,
+            plan: _Plan, records: list[VideoRecord], emb: np.ndarray, failed: list[dict], dim: int) -> EncodeReport:
+    all_records, all_emb = _merge(old, plan, records, emb, dim)
+    all_failed = sorted(plan.failed + failed, key=lambda f: f["path"])
+    write_index(out, root=root, encoder=identity, num_frames=num_frames, resolution=resolution,
+                records=all_records, embeddings=all_emb, failed=all_failed)
+    return EncodeReport(out, total=len(all_records), encoded=len(records), reused=len(plan.keep),
+                        removed=plan.removed, failed=all_failed)
+
+
+def _write_shard(folder: Path, rank: int, records: list[VideoRecord], emb: np.ndarray, failed: list[dict]) -> None:
+    np.save(folder / f"rank-{rank}.npy", emb)
+    with open(folder / f"rank-{rank}.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_dict()) + "\n")
+    (folder / f"rank-{rank}.failed.json").write_text(json.dumps(failed))
+
+
+def _read_shard(folder: Path, rank: int, dim: int) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
+    emb = np.load(folder / f"rank-{rank}.npy").reshape(-1, dim)
+    with open(folder / f"rank-{rank}.jsonl", encoding="utf-8") as f:
+        records = [VideoRecord.from_dict(json.loads(line)) for line in f if line.strip()]
+    failed = json.loads((folder / f"rank-{rank}.failed.json").read_text())
+    return records, emb, failed
