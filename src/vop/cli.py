@@ -155,8 +155,11 @@ def _cache(args: argparse.Namespace) -> int:
         for v, key in enumerate(split.video_ids):
             if key not in keys:
                 keys[key] = split.source.describe(v)
-    cache = build_frame_cache(list(keys.values()), args.out, num_frames=args.num_frames, size=args.size,
-                              keys=list(keys), workers=args.workers, overwrite=args.overwrite)
+    try:
+        cache = build_frame_cache(list(keys.values()), args.out, num_frames=args.num_frames, size=args.size,
+                                  keys=list(keys), workers=args.workers, overwrite=args.overwrite)
+    except FileExistsError:
+        raise FileExistsError(f"{args.out} already holds a frame cache; add --overwrite to rebuild it") from None
     print(f"cached {len(cache)} videos in {args.out}; {len(cache.failed)} unreadable")
     return 0
 
@@ -361,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command][2](args) or 0
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad input and missing/unwritable files: no traceback
         print(f"vop {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
