@@ -71,45 +71,58 @@ def test_many_captions_per_video_and_a_video_without_captions(chunk_size):
             [0.3, 0.4, 0.8],  # t4 -> v1
         ]
     )
-    # t2v:
-    #   t0: gt v0 0.2; 0.6 >= 0.2             -> 2
-    #   t1: gt v0 0.9                         -> 1
-    #   t2: gt v1 0.5; 0.5 (tie), 0.7         -> 3
-    #   t3: gt v1 0.2; 0.1, 0.0 below         -> 1
-    #   t4: gt v1 0.4; 0.8 >= 0.4             -> 2
+    # t2v (expected rank 1 + above + ties / 2):
+    #   t0: gt v0 0.2; 0.6 above                  -> 2
+    #   t1: gt v0 0.9                              -> 1
+    #   t2: gt v1 0.5; 0.7 above, v0 0.5 ties      -> 2.5 (R@1 0, R@5 1)
+    #   t3: gt v1 0.2; 0.1, 0.0 below              -> 1
+    #   t4: gt v1 0.4; 0.8 above                   -> 2
     # v2t (best own caption vs the other videos' captions):
     #   v0: own t0 0.2, t1 0.9 -> best 0.9; others t2 0.5, t3 0.1, t4 0.3 -> 1
-    #   v1: own 0.5, 0.2, 0.4 -> best 0.5; others t0 0.6 (>=), t1 0.3     -> 2
+    #   v1: own 0.5, 0.2, 0.4 -> best 0.5; others t0 0.6 (above), t1 0.3 -> 2
     #   v2: no caption, left out
-    assert ranks_t2v(sim, text_to_video, chunk_size=chunk_size).tolist() == [2, 1, 3, 1, 2]
+    assert ranks_t2v(sim, text_to_video, chunk_size=chunk_size).tolist() == [2, 1, 2.5, 1, 2]
     assert ranks_v2t(sim, text_to_video, chunk_size=chunk_size).tolist() == [1, 2]
     m = retrieval_metrics(sim, text_to_video, chunk_size=chunk_size)
     assert m["t2v_r1"] == pytest.approx(40.0)
-    assert m["t2v_mdr"] == 2.0 and m["t2v_mnr"] == pytest.approx(1.8)
+    assert m["t2v_mdr"] == 2.0 and m["t2v_mnr"] == pytest.approx(1.7)
     # Two v2t queries: the median is the mean of the middle two, (1 + 2) / 2.
     assert m["v2t_r1"] == 50.0 and m["v2t_mdr"] == 1.5 and m["v2t_mnr"] == 1.5
 
-
 @pytest.mark.parametrize("chunk_size", CHUNKS)
-def test_constant_matrix_ranks_last(chunk_size):
-    # Every score ties, so every query has all V (or T) candidates at or above its gt.
+def test_constant_matrix_scores_chance(chunk_size):
+    # Every score ties: the ground truth is equally likely at ranks 1..4.
     m = retrieval_metrics(torch.full((4, 4), 0.5), chunk_size=chunk_size)
-    assert m["t2v_r1"] == 0.0 and m["v2t_r1"] == 0.0
-    assert m["t2v_mdr"] == 4.0 and m["v2t_mnr"] == 4.0
-    assert ranks_t2v(torch.zeros(3, 3)).tolist() == [3, 3, 3]
+    assert m["t2v_r1"] == 25.0 and m["v2t_r1"] == 25.0
+    assert m["t2v_r5"] == 100.0
+    assert m["t2v_mdr"] == 2.5 and m["v2t_mnr"] == 2.5
+    assert ranks_t2v(torch.zeros(3, 3)).tolist() == [2, 2, 2]
 
 
-def test_ties_are_pessimistic():
+def test_ties_count_half():
     sim = torch.tensor(
         [
             [0.5, 0.5],
             [0.5, 0.2],
         ]
     )
-    # t2v: t0 gt 0.5 ties v1 0.5 -> 2; t1 gt 0.2, v0 0.5 above -> 2
-    # v2t: v0 gt 0.5 ties t1 0.5 -> 2; v1 gt 0.2, t0 0.5 above  -> 2
-    assert ranks_t2v(sim).tolist() == [2, 2]
-    assert ranks_v2t(sim).tolist() == [2, 2]
+    # t2v: t0 gt 0.5 ties v1 0.5 -> 1.5 (R@1 one half); t1 gt 0.2, v0 0.5 above -> 2
+    # v2t: v0 gt 0.5 ties t1 0.5 -> 1.5; v1 gt 0.2, t0 0.5 above             -> 2
+    assert ranks_t2v(sim).tolist() == [1.5, 2]
+    assert ranks_v2t(sim).tolist() == [1.5, 2]
+    m = retrieval_metrics(sim)
+    assert m["t2v_r1"] == 25.0 and m["v2t_r1"] == 25.0 and m["t2v_mnr"] == 1.75
+
+
+def test_identical_videos_split_recall_at_one():
+    """Two videos with the same embedding (a clip and its reversal under mean pooling):
+    each caption finds its video first half the time, not never."""
+    text = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    video = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    from vop.eval.metrics import chunked_similarity_metrics
+
+    m = chunked_similarity_metrics(text, video)
+    assert m["t2v_r1"] == 50.0 and m["t2v_r5"] == 100.0 and m["t2v_mnr"] == 1.5
 
 
 def test_ties_among_a_videos_own_captions_do_not_count():

@@ -12,12 +12,17 @@ Conventions, the same for every function here:
   them is within the top K. Its rank is therefore that of its best-scoring caption
   among the texts that do not describe it. A video with no caption has no ground truth
   and is left out of the v2t metrics (so ``ranks_v2t`` may be shorter than ``V``).
-* **Ties are pessimistic**: rank = 1 + the number of competitors scoring ``>=`` the
-  ground truth (for v2t the competitors are the texts NOT belonging to the video, and
-  they are compared with the best score among the video's own captions). A constant
-  similarity matrix thus ranks every query last. The usual ``argsort`` convention
-  breaks ties by index, which hands a collapsed model R@1 = 100 on a diagonal
-  benchmark; we would rather under- than over-report.
+* **Ties are broken at random, in expectation**: with ``g`` competitors scoring above
+  the ground truth and ``t`` scoring exactly the same, the ground truth is equally likely
+  to sit at any rank ``g + 1 .. g + t + 1``. R@K counts the probability that it is
+  within K, ``clamp(K - g, 0, t + 1) / (t + 1)``, and the rank reported for MdR/MnR is
+  the expected one, ``1 + g + t / 2`` (for v2t the competitors are the texts NOT
+  belonging to the video, compared with the best score among its own captions). A
+  constant similarity matrix thus scores chance (R@1 = 1 / V, MnR = (V + 1) / 2). The
+  usual ``argsort`` convention breaks ties by index, which hands a collapsed model
+  R@1 = 100 on a diagonal benchmark; always ranking ties last would instead give 0 to
+  a model that cannot tell two identical videos (a clip and its time reversal under
+  mean pooling) apart, where 50 % is the truth.
 * Similarities must be finite: a NaN would compare false with everything and quietly
   give rank 0 (hence a perfect score), so it is rejected with a ``ValueError``.
 
@@ -52,6 +57,7 @@ __all__ = [
     "Metrics",
     "chunked_similarity_metrics",
     "dual_softmax",
+    "metrics_from_counts",
     "metrics_from_ranks",
     "pair_accuracy",
     "ranks_t2v",
@@ -201,24 +207,32 @@ def _row_ranges(num_texts: int, chunk_size: int) -> Iterator[tuple[int, int]]:
 _COUNT_SLICE_ELEMENTS = 1 << 18
 
 
-def _count_per_row(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """``(scores >= threshold).sum(1)`` for ``scores (c, V)``, ``threshold (c, 1)``; ``(c,)`` long."""
+def _count_per_row(scores: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``((scores > threshold).sum(1), (scores >= threshold).sum(1))`` for ``scores (c, V)``,
+    ``threshold (c, 1)``; two ``(c,)`` long tensors."""
     rows, cols = scores.shape
     step = max(1, _COUNT_SLICE_ELEMENTS // cols)
-    out = torch.empty(rows, dtype=torch.long, device=scores.device)
+    above = torch.empty(rows, dtype=torch.long, device=scores.device)
+    at_or_above = torch.empty(rows, dtype=torch.long, device=scores.device)
     for a in range(0, rows, step):
-        out[a : a + step] = (scores[a : a + step] >= threshold[a : a + step]).sum(dim=1)
-    return out
+        part, limit = scores[a : a + step], threshold[a : a + step]
+        above[a : a + step] = (part > limit).sum(dim=1)
+        at_or_above[a : a + step] = (part >= limit).sum(dim=1)
+    return above, at_or_above
 
 
-def _count_per_column(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """``(scores >= threshold).sum(0)`` for ``scores (c, V)``, ``threshold (V,)``; ``(V,)`` long."""
+def _count_per_column(scores: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``((scores > threshold).sum(0), (scores >= threshold).sum(0))`` for ``scores (c, V)``,
+    ``threshold (V,)``; two ``(V,)`` long tensors."""
     rows, cols = scores.shape
     step = max(1, _COUNT_SLICE_ELEMENTS // cols)
-    out = torch.zeros(cols, dtype=torch.long, device=scores.device)
+    above = torch.zeros(cols, dtype=torch.long, device=scores.device)
+    at_or_above = torch.zeros(cols, dtype=torch.long, device=scores.device)
     for a in range(0, rows, step):
-        out += (scores[a : a + step] >= threshold).sum(dim=0)
-    return out
+        part = scores[a : a + step]
+        above += (part > threshold).sum(dim=0)
+        at_or_above += (part >= threshold).sum(dim=0)
+    return above, at_or_above
 
 
 def _column_logsumexp(
@@ -245,7 +259,9 @@ def _block_ranks(
     t2v_transform: _Transform | None,
     v2t_transform: _Transform | None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """t2v ranks ``(T,)`` and v2t ranks ``(V',)`` from row blocks of the similarity matrix.
+    """t2v and v2t ``(above, ties)`` counts, ``(T,)`` and ``(V',)`` each, from row blocks of
+    the similarity matrix: competitors scoring strictly above the ground truth, and those
+    scoring exactly the same.
 
     A direction whose transform is ``None`` is skipped (and returned as ``None``).
     Pass 1 ranks texts and records each video's best own-caption score; v2t then needs
@@ -253,7 +269,8 @@ def _block_ranks(
     ``block_fn`` for the same row ranges, so they see bit-identical scores.
     """
     num_texts = text_to_video.shape[0]
-    t2v_ranks = torch.empty(num_texts, dtype=torch.long, device=text_to_video.device)  # (T,)
+    t2v_above = torch.empty(num_texts, dtype=torch.long, device=text_to_video.device)  # (T,)
+    t2v_ties = torch.empty(num_texts, dtype=torch.long, device=text_to_video.device)  # (T,)
     best_own: torch.Tensor | None = None  # (V,) best score among each video's own captions
 
     for start, stop in _row_ranges(num_texts, chunk_size):
@@ -263,8 +280,9 @@ def _block_ranks(
         if t2v_transform is not None:
             scores = t2v_transform(block)
             gt = scores.gather(1, own_video)  # (c, 1)
-            # The ground truth itself satisfies >=, which supplies the "1 +".
-            t2v_ranks[start:stop] = _count_per_row(scores, gt)
+            above, at_or_above = _count_per_row(scores, gt)
+            t2v_above[start:stop] = above
+            t2v_ties[start:stop] = at_or_above - above - 1  # the ground truth ties itself
             del scores
         if v2t_transform is not None:
             scores = v2t_transform(block)
@@ -276,21 +294,24 @@ def _block_ranks(
         # Drop this block before the next is computed, or two would be alive at once.
         del block
 
-    v2t_ranks = None
+    v2t = None
     if v2t_transform is not None:
         assert best_own is not None
+        above = torch.zeros(num_videos, dtype=torch.long, device=best_own.device)  # (V,)
         at_or_above = torch.zeros(num_videos, dtype=torch.long, device=best_own.device)  # (V,)
         for start, stop in _row_ranges(num_texts, chunk_size):
             scores = v2t_transform(block_fn(start, stop))  # (c, V)
-            at_or_above += _count_per_column(scores, best_own)
+            part_above, part_at_or_above = _count_per_column(scores, best_own)
+            above += part_above  # own captions never exceed their video's best
+            at_or_above += part_at_or_above
             # A video's own captions are not competitors: take back those that tie its best.
             own_video = text_to_video[start:stop]
             own = scores.gather(1, own_video[:, None]).squeeze(1)  # (c,)
             at_or_above.index_add_(0, own_video, -(own >= best_own[own_video]).long())
             del scores
         has_caption = torch.bincount(text_to_video, minlength=num_videos) > 0  # (V,)
-        v2t_ranks = (at_or_above + 1)[has_caption]
-    return (t2v_ranks if t2v_transform is not None else None), v2t_ranks
+        v2t = (above[has_caption], (at_or_above - above)[has_caption])
+    return ((t2v_above, t2v_ties) if t2v_transform is not None else None), v2t
 
 
 def _metrics_from_blocks(
@@ -317,7 +338,7 @@ def _metrics_from_blocks(
         v2t_transform=v2t_transform,
     )
     assert t2v is not None and v2t is not None
-    out: Metrics = {**metrics_from_ranks(t2v, "t2v"), **metrics_from_ranks(v2t, "v2t")}
+    out: Metrics = {**metrics_from_counts(*t2v, "t2v"), **metrics_from_counts(*v2t, "v2t")}
     if use_dual_softmax:
         out["post_processing"] = "dual-softmax"
     return out
@@ -347,10 +368,29 @@ def metrics_from_ranks(ranks: ArrayLike | Sequence[int], prefix: str) -> dict[st
     return out
 
 
+def metrics_from_counts(above: torch.Tensor, ties: torch.Tensor, prefix: str) -> dict[str, float]:
+    """R@1/5/10 (percent), median and mean rank from, per query, the number of competitors
+    scoring above the ground truth and the number tying it, with ties broken uniformly at
+    random in expectation (see the module docstring)."""
+    if above.ndim != 1 or above.shape[0] == 0:
+        raise ValueError(f"counts must have shape (num_queries,) with num_queries >= 1, got {tuple(above.shape)}")
+    g, t = above.double(), ties.double()
+    out = {f"{prefix}_r{k}": 100.0 * float(((k - g).clamp(min=0).minimum(t + 1) / (t + 1)).mean())
+           for k in RECALL_AT}
+    expected = 1 + g + t / 2
+    ordered = expected.sort().values
+    n = ordered.shape[0]
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    out[f"{prefix}_mdr"] = float(median)
+    out[f"{prefix}_mnr"] = float(expected.mean())
+    return out
+
+
 def ranks_t2v(
     sim: ArrayLike, text_to_video: IndexLike | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> torch.Tensor:
-    """Rank of each caption's video among all videos, ``(T,)`` long, 1-based, ties pessimistic.
+    """Expected rank of each caption's video among all videos, ``(T,)`` float64, 1-based
+    (``1 + above + ties / 2``; integers when there are no ties).
 
     ``sim`` is ``(T, V)``; pass ``dual_softmax(sim, dim=0)`` for DSL ranks.
     """
@@ -358,30 +398,31 @@ def ranks_t2v(
     sim = _as_matrix(sim, "sim", "(num_texts, num_videos)")
     num_texts, num_videos = sim.shape
     t2v = _check_text_to_video(text_to_video, num_texts, num_videos, sim.device)
-    ranks, _ = _block_ranks(
+    counts, _ = _block_ranks(
         lambda a, b: _upcast(sim[a:b]), t2v, num_videos, chunk_size, t2v_transform=_identity, v2t_transform=None
     )
-    assert ranks is not None
-    return ranks
+    assert counts is not None
+    return 1 + counts[0].double() + counts[1].double() / 2
 
 
 def ranks_v2t(
     sim: ArrayLike, text_to_video: IndexLike | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> torch.Tensor:
-    """Rank of each video's best caption among the other videos' captions, ``(V',)`` long.
+    """Expected rank of each video's best caption among the other videos' captions,
+    ``(V',)`` float64.
 
     ``sim`` is ``(T, V)``. Only videos with at least one caption are ranked, in index
-    order, so ``V' <= V``. Ties are pessimistic. Pass ``dual_softmax(sim, dim=1)`` for DSL.
+    order, so ``V' <= V``. Ties count half. Pass ``dual_softmax(sim, dim=1)`` for DSL.
     """
     _check_chunk_size(chunk_size)
     sim = _as_matrix(sim, "sim", "(num_texts, num_videos)")
     num_texts, num_videos = sim.shape
     t2v = _check_text_to_video(text_to_video, num_texts, num_videos, sim.device)
-    _, ranks = _block_ranks(
+    _, counts = _block_ranks(
         lambda a, b: _upcast(sim[a:b]), t2v, num_videos, chunk_size, t2v_transform=None, v2t_transform=_identity
     )
-    assert ranks is not None
-    return ranks
+    assert counts is not None
+    return 1 + counts[0].double() + counts[1].double() / 2
 
 
 def retrieval_metrics(
