@@ -42,7 +42,8 @@ def run_one(method: str, seed: int, steps: int, out_root: Path, overrides: list[
         model = create("zero-shot", load(config.backbone))
         metrics = evaluate(model, test.split, num_frames=d.num_frames, pairs=test.pairs,
                            batch_size=config.eval.batch_size, progress=False)
-        return {"method": method, "seed": seed, "trainable": 0, "train_seconds": 0.0, "test": metrics, "val_curve": []}
+        return {"method": method, "seed": seed, "steps": 0, "trainable": 0, "train_seconds": 0.0, "test": metrics,
+                "val_curve": []}
     import shutil
 
     shutil.rmtree(Path(config.runtime.out_dir), ignore_errors=True)
@@ -53,7 +54,7 @@ def run_one(method: str, seed: int, steps: int, out_root: Path, overrides: list[
         rec = json.loads(line)
         if rec.get("kind") == "val":
             curve.append((rec["step"], rec.get("pair_accuracy"), rec.get("t2v_r1")))
-    return {"method": method, "seed": seed, "trainable": trainer.model.num_trainable(),
+    return {"method": method, "seed": seed, "steps": steps, "trainable": trainer.model.num_trainable(),
             "train_seconds": summary["train_seconds"], "test": summary["test"], "val_curve": curve}
 
 
@@ -67,14 +68,16 @@ def write_markdown(results: list[dict], args, out: Path, seconds: float) -> None
     import platform
 
     methods = list(dict.fromkeys(r["method"] for r in results))
+    steps = max(r.get("steps", args.steps) for r in results)
+    seeds = ",".join(str(s) for s in sorted({r["seed"] for r in results}))
     lines = [
         "# Results on the synthetic world",
         "",
-        f"Produced by `python benchmarks/synthetic_table.py --steps {args.steps} --seeds {args.seeds}"
-        + (f" --methods {args.methods}" if args.methods else "") + "`",
+        f"Produced by `python benchmarks/synthetic_table.py --steps {steps} --seeds {seeds}` (run as parallel "
+        "workers with `--methods` subsets and `--threads 1`, merged with `--from-json`)",
         f"on {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "
-        f"{seconds / 60:.0f} min in all. Every method: the shipped `tiny-synthetic` CLIP, "
-        f"configs/synthetic/<method>.yaml, {args.steps} steps of 32 videos (each with its time reversal in the "
+        f"{seconds / 60:.0f} min of training in all. Every method: the shipped `tiny-synthetic` CLIP, "
+        f"configs/synthetic/<method>.yaml, {steps} steps of 32 videos (each with its time reversal in the "
         "batch), best checkpoint on val, test evaluated once. Mean ± standard deviation over seeds.",
         "",
         "| method | trainable | train s | t2v R@1 | t2v R@5 | t2v MnR | v2t R@1 | v2t R@5 | v2t MnR | pair acc. |",
@@ -130,16 +133,28 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/synthetic-table")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--results", default=None, help="where to keep per-run results (default: OUT with .json)")
+    p.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                   help="only write the report from saved per-run results (e.g. of parallel workers)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.from_json:
+        results = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
+        order = {m: i for i, m in enumerate(__import__("vop.methods", fromlist=["names"]).names())}
+        results.sort(key=lambda r: (order.get(r["method"], 99), r["seed"]))
+        args.methods = ",".join(dict.fromkeys(r["method"] for r in results))
+        write_markdown(results, args, out, sum(r["train_seconds"] for r in results))
+        write_chart(results, out.with_suffix(".png"))
+        print(f"wrote {out}, {out.with_suffix('.png')}")
+        return 0
     import vop.methods
 
     methods = args.methods.split(",") if args.methods else vop.methods.names()
     seeds = [int(s) for s in args.seeds.split(",")]
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results, started = [], time.time()
-    partial = out.with_suffix(".json")
+    partial = Path(args.results) if args.results else out.with_suffix(".json")
     for method in methods:
         for seed in (seeds if method != "zero-shot" else seeds[:1]):
             t = time.time()

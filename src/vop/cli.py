@@ -168,7 +168,7 @@ def _cache(args: argparse.Namespace) -> int:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="also train full fine-tuning (slower)")
     p.add_argument("--methods", default=None, help="comma-separated methods to train (default: vop,vop-fc)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the config's 280)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the config's 150)")
     p.add_argument("--out", default=None, help="output folder (default: ~/.cache/vop/demo or $VOP_DEMO_DIR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
