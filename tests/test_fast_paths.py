@@ -1,0 +1,194 @@
+"""Every fast path against the plain fp32 (or plain-expression) path it replaces: the
+QuickGELU autograd function and in-place inference path, the native 16-bit LayerNorm,
+and bf16 encoding (weights cast, or autocast) for every registered method. No timings."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import vop.methods as methods
+from vop.backbone import layers
+
+ALL = methods.names()
+
+
+class ReferenceLayerNorm(nn.LayerNorm):
+    """The plain version: 16-bit inputs always round-trip through fp32 copies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
+class ReferenceQuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def to_reference(module: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        if type(m) is layers.LayerNorm:
+            m.__class__ = ReferenceLayerNorm
+        elif type(m) is layers.QuickGELU:
+            m.__class__ = ReferenceQuickGELU
+    return twin
+
+
+def saved_bytes(fn, exclude) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    held = {t.untyped_storage().data_ptr() for t in exclude}
+    return sum(n for p, n in seen.items() if p not in held)
+
+
+# -- QuickGELU ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference"])
+def test_quick_gelu_forward_is_bitwise_the_plain_expression(dtype, mode):
+    x = (torch.randn(4, 7, 96) * 3).to(dtype).requires_grad_(mode == "grad")
+    expected = ReferenceQuickGELU()(x.detach())
+    ctx = {"grad": torch.enable_grad, "no_grad": torch.no_grad, "inference": torch.inference_mode}[mode]
+    with ctx():
+        out = layers.QuickGELU()(x)
+    assert out.dtype == dtype and torch.equal(out.detach(), expected)
+    assert out.requires_grad == (mode == "grad")
+
+
+def test_quick_gelu_inference_leaves_its_input_alone():
+    x = torch.randn(3, 50)
+    before = x.clone()
+    with torch.no_grad():
+        layers.QuickGELU()(x)
+    assert torch.equal(x, before)
+
+
+def test_quick_gelu_gradient():
+    x = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layers.QuickGELU(), (x,))
+    x32 = torch.randn(6, 300) * 4
+    a, b = x32.clone().requires_grad_(), x32.clone().requires_grad_()
+    grad = torch.randn(6, 300)
+    layers.QuickGELU()(a).backward(grad)
+    ReferenceQuickGELU()(b).backward(grad)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_quick_gelu_traces_to_plain_operations():
+    x = torch.randn(2, 8, requires_grad=True)
+    traced = torch.jit.trace(layers.QuickGELU(), (x,))
+    torch.testing.assert_close(traced(x), ReferenceQuickGELU()(x))
+
+
+# -- LayerNorm ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_layernorm_native_16bit_matches_the_fp32_round_trip(dtype):
+    g = torch.Generator().manual_seed(0)
+    ln = layers.LayerNorm(96)
+    with torch.no_grad():
+        ln.weight.copy_(1 + 0.1 * torch.randn(96, generator=g))
+        ln.bias.copy_(0.1 * torch.randn(96, generator=g))
+    ref = to_reference(ln).to(dtype)
+    ln = ln.to(dtype)
+    x = (torch.randn(64, 20, 96, generator=g) * 3 + 1).to(dtype)
+    out, expected = ln(x), ref(x)
+    assert out.dtype == dtype
+    # Same fp32 arithmetic, one rounding at the end: at most one rounding step apart.
+    step = torch.finfo(dtype).eps * expected.float().abs().clamp_min(1)
+    assert ((out.float() - expected.float()).abs() <= step).all()
+    assert (out == expected).float().mean() > 0.99
+
+
+def test_layernorm_mixed_dtypes_keep_the_fp32_path():
+    ln = layers.LayerNorm(16)  # fp32 weights, bf16 input (e.g. a bf16 activation into an fp32 model)
+    x = torch.randn(4, 16).to(torch.bfloat16)
+    assert torch.equal(ln(x), to_reference(ln)(x))
+
+
+# -- whole blocks ------------------------------------------------------------------------
+@pytest.mark.parametrize("frozen", [True, False])
+def test_block_matches_reference_and_saves_less(clip, frozen):
+    block = clip.visual.blocks[0].requires_grad_(not frozen)
+    ref = to_reference(block)
+    x = torch.randn(3, 9, block.ln_1.normalized_shape[0], requires_grad=True)
+    xr = x.detach().clone().requires_grad_()
+    out, expected = block(x), ref(xr)
+    assert torch.equal(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(block.named_parameters(), ref.parameters()):
+        if not frozen:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    params = list(block.parameters()) + list(ref.parameters())
+    x2 = x.detach().requires_grad_()
+    assert saved_bytes(lambda: block(x2), params) < saved_bytes(lambda: ref(x2), params)
+
+
+@pytest.mark.parametrize("name", ["vop", "vop-fc", "full"])
+def test_model_gradients_match_reference_with_and_without_checkpointing(name, clip, frames):
+    model = methods.create(name, clip)
+    ref = to_reference(model)
+    ids = model.tokenize(["a red circle", "an empty scene"])
+
+    def grads(m, checkpointing):
+        m.gradient_checkpointing = checkpointing
+        video, text, scale = m(frames, ids)
+        loss = F.cross_entropy(scale * video @ text.t(), torch.arange(2))
+        loss.backward()
+        out = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        m.zero_grad(set_to_none=True)
+        return out
+
+    expected = grads(ref, False)
+    for checkpointing in (False, True):
+        got = grads(model, checkpointing)
+        assert got.keys() == expected.keys()
+        for n in got:
+            torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+# -- bf16 encoding -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_encoding_agrees_with_fp32(name, clip, frames):
+    model = methods.create(name, clip).eval()
+    ids = model.tokenize(["a red circle moves to the right", "an empty scene"])
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.inference_mode():
+        video, text = model.encode_video(frames), model.encode_text(ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto_video, auto_text = model.encode_video(frames), model.encode_text(ids)
+        cast_video, cast_text = low.encode_video(frames), low.encode_text(ids)
+    assert cast_video.dtype == torch.bfloat16
+    for a, b in ((auto_video, video), (auto_text, text), (cast_video, video), (cast_text, text)):
+        assert F.cosine_similarity(a.float(), b, dim=-1).min() >= 0.99
+
+
+@pytest.mark.parametrize("name", ["vop", "vop-c", "vop-fc", "adapter-ffn"])
+def test_bf16_autocast_training_step_touches_only_trainable(name, clip, frames):
+    model = methods.create(name, clip)
+    ids = model.tokenize(["a red circle", "an empty scene"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        video, text, scale = model(frames, ids)
+        loss = F.cross_entropy(scale * video.float() @ text.float().t(), torch.arange(2))
+    loss.backward()
+    trainable = model.trainable_parameters()
+    for n, p in model.named_parameters():
+        if n in trainable:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), n
+        else:
+            assert p.grad is None, n
