@@ -34,7 +34,10 @@ class ContextPrompts(FramePrompts):
 
     def prompts(self, layer: int, cls: torch.Tensor) -> torch.Tensor:
         b, f, width = cls.shape
-        context, _ = self.context(cls)  # [B, F, 2 * hidden]
+        # The recurrence is latency-bound and gains nothing from autocast's half precision
+        # (benchmarks/context_module.py): run it in its weights' own dtype.
+        with torch.autocast(device_type=cls.device.type, enabled=False):
+            context, _ = self.context(cls.to(self.context.weight_ih_l0.dtype))  # [B, F, 2 * hidden]
         generated = self.generate(context).view(b * f, self.num_generated, width)
         shared = self.shared[layer].to(generated.dtype).expand(b * f, -1, -1)
         return torch.cat([shared, generated], dim=1)  # [B * F, n, width]

