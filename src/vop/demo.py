@@ -39,11 +39,13 @@ class Row:
     train_seconds: float
     steps: int
     metrics: dict
+    curve: list = None  # (step, val pair accuracy, val t2v R@1) at each validation
 
     def as_dict(self) -> dict:
         keys = ("t2v_r1", "t2v_r5", "t2v_mnr", "v2t_r1", "v2t_r5", "v2t_mnr", "pair_accuracy")
         return {"method": self.method, "trainable_parameters": self.trainable, "train_seconds": round(self.train_seconds, 1),
-                "steps": self.steps, **{k: round(float(self.metrics[k]), 2) for k in keys if k in self.metrics}}
+                "steps": self.steps, **{k: round(float(self.metrics[k]), 2) for k in keys if k in self.metrics},
+                "val_curve": self.curve or []}
 
 
 def synthetic_config(method: str, overrides: list[str] | None = None):
@@ -93,7 +95,7 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
         trainer = Trainer(config, clip=load(config.backbone), splits=dict(splits))
         summary = trainer.fit()
         rows.append(Row(method, trainer.model.num_trainable(), summary["train_seconds"], summary["steps"],
-                        summary["test"]))
+                        summary["test"], validation_curve(run_dir / "log.jsonl")))
         pair = summary["test"].get("pair_accuracy", 0.0)
         if method != "full" and pair > best_pair:
             best_prompt, best_pair = run_dir / "checkpoints" / "best", pair
@@ -106,6 +108,18 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
     return rows
 
 
+def validation_curve(log_file: Path) -> list[tuple[int, float, float]]:
+    """(step, pair accuracy, t2v R@1) of every validation a run logged."""
+    if not log_file.exists():
+        return []
+    curve = []
+    for line in log_file.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "val":
+            curve.append((rec["step"], round(rec.get("pair_accuracy", float("nan")), 1), round(rec["t2v_r1"], 1)))
+    return curve
+
+
 def format_table(rows: list[Row]) -> str:
     head = (f"{'method':<10} {'trainable':>10} {'train s':>8} {'t2v R@1':>8} {'R@5':>6} {'MnR':>6} "
             f"{'v2t R@1':>8} {'R@5':>6} {'MnR':>6} {'pair acc':>9}")
@@ -116,6 +130,10 @@ def format_table(rows: list[Row]) -> str:
                      f"{m['t2v_mnr']:>6.1f} {m['v2t_r1']:>8.1f} {m['v2t_r5']:>6.1f} {m['v2t_mnr']:>6.1f} "
                      f"{m.get('pair_accuracy', float('nan')):>8.1f}%")
     n = rows[0].metrics.get("num_videos", "?")
+    for r in rows:
+        if r.curve:
+            lines.append(f"{r.method}: val pair accuracy by training step: "
+                         + ", ".join(f"{step}: {pair:.1f} %" for step, pair, _ in r.curve))
     lines.append(f"test split: {n} videos ({rows[0].metrics.get('num_captions', '?')} captions); chance t2v MnR "
                  f"{(n + 1) / 2 if isinstance(n, int) else '?'}; pair accuracy 50 % is blind to time order")
     return "\n".join(lines)

@@ -73,6 +73,7 @@ class RuntimeSection:
     log_every: int = 10  # steps between JSONL log lines
     save_every: int = 200  # optimiser steps between `last` checkpoints (and at every epoch end)
     eval_every: int = 1  # epochs between validations
+    val_every_steps: int = 0  # also validate every N optimiser steps (0: only at epoch ends)
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     threads: int | None = None  # torch CPU threads (None: torch's default)
     progress: bool = True  # progress bars

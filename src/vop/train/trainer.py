@@ -230,6 +230,10 @@ class Trainer:
                 if self.state.step % r.log_every == 0:
                     self._log({"kind": "train", "step": self.state.step, "epoch": self.state.epoch, "loss": loss,
                                "lr": lr, "videos_per_s": rate, "time": time.time() - started})
+                if r.val_every_steps and self.state.step % r.val_every_steps == 0:
+                    self.model.eval()
+                    self._validate_and_keep_best()
+                    self.model.train()
                 if r.save_every and self.state.step % r.save_every == 0:
                     self._save("last")
                 if self.on_step is not None:
@@ -303,19 +307,23 @@ class Trainer:
                 self.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         return True
 
+    def _validate_and_keep_best(self) -> None:
+        """Validate (rank 0), log, and save ``best`` when the val score improves."""
+        if self.dist.is_main:
+            metrics = self.validate(self.config.data.val_split)
+            self._log({"kind": "val", "step": self.state.step, "epoch": self.state.epoch, **_numeric(metrics)})
+            score = metrics["t2v_r1"] + metrics["v2t_r1"] + metrics.get("pair_accuracy", 0.0)
+            if self.state.best is None or score > self.state.best:
+                self.state.best = score
+                self._save("best", metrics={"val": metrics}, with_state=False)
+        dist_utils.barrier()
+
     def _end_of_epoch(self, epochs: int, done: bool) -> None:
         r = self.config.runtime
         finished_epoch = self.state.epoch  # epochs completed
-        if done or finished_epoch % r.eval_every == 0 or finished_epoch >= epochs:
-            metrics = None
-            if self.dist.is_main:
-                metrics = self.validate(self.config.data.val_split)
-                self._log({"kind": "val", "step": self.state.step, "epoch": finished_epoch, **_numeric(metrics)})
-                score = metrics["t2v_r1"] + metrics["v2t_r1"] + metrics.get("pair_accuracy", 0.0)
-                if self.state.best is None or score > self.state.best:
-                    self.state.best = score
-                    self._save("best", metrics={"val": metrics}, with_state=False)
-            dist_utils.barrier()
+        validated_now = r.val_every_steps and self.state.step % r.val_every_steps == 0
+        if (done or finished_epoch % r.eval_every == 0 or finished_epoch >= epochs) and not validated_now:
+            self._validate_and_keep_best()
         self._save("last")
         dist_utils.barrier()
 
