@@ -30,33 +30,8 @@ import common  # noqa: E402
 
 import vop.backbone  # noqa: E402
 import vop.methods  # noqa: E402
-from vop.backbone import layers  # noqa: E402
-
-
-class ReferenceLayerNorm(nn.LayerNorm):
-    """The plain version: 16-bit inputs always go through an explicit fp32 copy."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
-        return out.to(x.dtype)
-
-
-class ReferenceQuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-def to_reference(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` with the reference LayerNorm and QuickGELU."""
-    twin = copy.deepcopy(module)
-    for m in twin.modules():
-        if type(m) is layers.LayerNorm:
-            m.__class__ = ReferenceLayerNorm
-        elif type(m) is layers.QuickGELU:
-            m.__class__ = ReferenceQuickGELU
-    return twin
+from vop.backbone import layers
+from vop.backbone.reference import ReferenceLayerNorm, ReferenceQuickGELU, to_reference  # noqa: E402
 
 
 def saved_bytes(fn, params) -> tuple[int, object]:

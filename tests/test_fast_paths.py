@@ -13,33 +13,9 @@ from torch import nn
 
 import vop.methods as methods
 from vop.backbone import layers
+from vop.backbone.reference import ReferenceLayerNorm, ReferenceQuickGELU, to_reference
 
 ALL = methods.names()
-
-
-class ReferenceLayerNorm(nn.LayerNorm):
-    """The plain version: 16-bit inputs always round-trip through fp32 copies."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
-        return out.to(x.dtype)
-
-
-class ReferenceQuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-def to_reference(module: nn.Module) -> nn.Module:
-    twin = copy.deepcopy(module)
-    for m in twin.modules():
-        if type(m) is layers.LayerNorm:
-            m.__class__ = ReferenceLayerNorm
-        elif type(m) is layers.QuickGELU:
-            m.__class__ = ReferenceQuickGELU
-    return twin
 
 
 def saved_bytes(fn, exclude) -> int:
