@@ -65,10 +65,10 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, clip=None, splits: dict[str, OpenedSplit] | None = None,
                  on_step: Callable[["Trainer"], None] | None = None, resume: bool = True):
         self.config = config
-        self.dist = dist_utils.init_from_env(config.runtime.device)
+        self.device = resolve_device(config.runtime.device)
+        self.dist = dist_utils.init_from_env(self.device.type)  # NCCL for "auto" on a GPU too
         if config.runtime.threads:
             torch.set_num_threads(config.runtime.threads)
-        self.device = resolve_device(config.runtime.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if config.runtime.precision == "fp16" and self.device.type != "cuda":
