@@ -199,3 +199,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def saved_bytes(fn, params) -> tuple[int, object]:
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs, not
+    counting the storages of ``params`` (held anyway), and ``fn``'s result."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    held = {q.untyped_storage().data_ptr() for q in params}
+    return sum(n for ptr, n in seen.items() if ptr not in held), out

@@ -34,22 +34,6 @@ from vop.backbone import layers
 from vop.backbone.reference import ReferenceLayerNorm, ReferenceQuickGELU, to_reference  # noqa: E402
 
 
-def saved_bytes(fn, params) -> tuple[int, object]:
-    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs, not
-    counting the storages of ``params`` (held anyway), and ``fn``'s result."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    held = {q.untyped_storage().data_ptr() for q in params}
-    return sum(n for ptr, n in seen.items() if ptr not in held), out
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="ViT-B-32", help="vop.backbone.load name (random weights)")
@@ -80,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             x.grad = None
         return run
 
-    lib_saved, _ = saved_bytes(lambda: block(x), params)
-    ref_saved, _ = saved_bytes(lambda: ref_block(x), params)
+    lib_saved, _ = common.saved_bytes(lambda: block(x), params)
+    ref_saved, _ = common.saved_bytes(lambda: ref_block(x), params)
     rows.append(["block fp32, saved for backward (MiB)", f"{ref_saved / common.MIB:.1f}",
                  f"{lib_saved / common.MIB:.1f}", f"{lib_saved / ref_saved:.2f}"])
     t = common.interleaved({"ref": train(ref_block), "lib": train(block)}, args.reps, warmup=1)
@@ -119,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
                     q.grad = None
             return run
 
-        lib_saved, _ = saved_bytes(lambda: model(frames, ids), params)
-        ref_saved, _ = saved_bytes(lambda: ref_model(frames, ids), params)
+        lib_saved, _ = common.saved_bytes(lambda: model(frames, ids), params)
+        ref_saved, _ = common.saved_bytes(lambda: ref_model(frames, ids), params)
         rows.append(["vop model, 1 video, saved for backward (MiB)", f"{ref_saved / common.MIB:.0f}",
                      f"{lib_saved / common.MIB:.0f}", f"{lib_saved / ref_saved:.2f}"])
         t = common.interleaved({"ref": step(ref_model), "lib": step(model)}, args.reps, warmup=1)

@@ -41,19 +41,8 @@ METHODS = ("vop", "vop-fc")
 
 
 def saved_mib(fn, exclude=()) -> float:
-    """MiB of the distinct storages autograd saves while ``fn`` runs, not counting the
-    storages of the tensors in ``exclude`` (parameters: held anyway)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    held = {t.untyped_storage().data_ptr() for t in exclude}
-    return sum(n for ptr, n in seen.items() if ptr not in held) / common.MIB
+    """MiB autograd saves while ``fn`` runs, parameters in ``exclude`` not counted."""
+    return common.saved_bytes(fn, exclude)[0] / common.MIB
 
 
 def models(args, device: torch.device, dtype: torch.dtype) -> None:
