@@ -156,10 +156,16 @@ def main(argv=None) -> int:
     methods = args.methods.split(",") if args.methods else vop.methods.names()
     seeds = [int(s) for s in args.seeds.split(",")]
     out.parent.mkdir(parents=True, exist_ok=True)
-    results, started = [], time.time()
+    started = time.time()
     partial = Path(args.results) if args.results else out.with_suffix(".json")
+    # an interrupted table resumes: runs already in the results file are kept, not repeated
+    results = json.loads(partial.read_text()) if partial.exists() else []
+    done = {(r["method"], r["seed"], r["steps"]) for r in results}
     for method in methods:
         for seed in (seeds if method != "zero-shot" else seeds[:1]):
+            if (method, seed, args.steps if method != "zero-shot" else 0) in done:
+                print(f"{method:<14} seed {seed}: already in {partial}, kept", flush=True)
+                continue
             t = time.time()
             r = run_one(method, seed, args.steps, Path(args.runs), args.overrides)
             results.append(r)
