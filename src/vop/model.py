@@ -52,6 +52,15 @@ class VideoTextModel(nn.Module):
         self.joint = joint
         self.adapters = adapters
         self.gradient_checkpointing = False
+        # With gradient checkpointing on: recompute only the first N image-tower blocks
+        # (None: every block of both towers). Activations are spread evenly over the image
+        # blocks, so N trades memory for time about linearly.
+        self.checkpoint_image_blocks: int | None = None
+        # Skip work whose result nobody reads (exact; False runs the plain full sequences,
+        # the reference the tests compare with): a layer's prompt rows when the next layer
+        # replaces them, every row but [CLS] in the last image block, and the text slots
+        # after the last read-out position (the mask is causal).
+        self.skip_unread_tokens = True
         select = backbone_trainable or (lambda name: False)
         for name, param in clip.named_parameters():
             param.requires_grad_(select(name))
@@ -126,10 +135,16 @@ class VideoTextModel(nn.Module):
         """Captions -> ids ``[N, caption_length]`` for this model's text window."""
         return tokenize(texts, context_length=self.caption_length)
 
-    def _block(self, block: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+    def _block(self, block: nn.Module, x: torch.Tensor, image_layer: int | None = None, **kwargs) -> torch.Tensor:
+        limit = self.checkpoint_image_blocks
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled() and (
+            limit is None or (image_layer is not None and image_layer < limit))
+        if recompute:
             return checkpoint(block, x, use_reentrant=False, **kwargs)
         return block(x, **kwargs)
+
+    def _drop(self, rows: slice) -> dict:
+        return {"drop": rows} if self.skip_unread_tokens else {}
 
     def _hooks(self, tower: str, layer: int) -> dict:
         return self.adapters.hooks(tower, layer) if self.adapters is not None else {}
@@ -145,11 +160,16 @@ class VideoTextModel(nn.Module):
         elif ids.shape[1] > clip.config.context_length:
             raise ValueError(f"token ids of length {ids.shape[1]} exceed the context length {clip.config.context_length}")
         x = x + clip.positional_embedding[: x.shape[1]].to(x.dtype)
+        readout = tp.readout(ids) if tp is not None else ids.argmax(dim=-1)
+        if self.skip_unread_tokens and (tp is None or tp.num_suffix == 0) and len(readout):
+            # Causal attention: the read-out slot never sees later slots, so they can go
+            # (captions are short; the window is 77). Not for the reference layout, whose
+            # suffix prompts sit at the window's end.
+            x = x[:, : int(readout.max()) + 1]
         for i, block in enumerate(clip.text_blocks):
             if tp is not None and i > 0:
                 x = tp.replace(x, i)
             x = self._block(block, x, causal=True, **self._hooks("text", i))
-        readout = tp.readout(ids) if tp is not None else ids.argmax(dim=-1)
         emb = clip.text_head(x, readout)
         return F.normalize(emb, dim=-1) if normalize else emb
 
@@ -177,6 +197,7 @@ class VideoTextModel(nn.Module):
         blocks = visual.blocks
         intra = joint.intra_layers if joint is not None else len(blocks)
         x = visual.embed(frames.flatten(0, 1))  # [B*F, 1+P, w]
+        per_frame_only = joint is None or intra == len(blocks)  # K_s = K is plain VoP
         num_prompts = 0
         for i in range(intra):
             if fp is not None and i < fp.depth:
@@ -185,16 +206,31 @@ class VideoTextModel(nn.Module):
                 num_prompts = fp.length
             if i == 0:
                 x = visual.ln_pre(x)  # prompts of layer 0 pass ln_pre too (reference)
-            x = self._block(blocks[i], x, **self._hooks("visual", i))
-        if joint is None or intra == len(blocks):  # K_s = K is plain VoP
+            # Rows nobody reads: all but [CLS] after the last block; the prompt rows when
+            # the next layer replaces them or the joint layers drop them.
+            unread = None
+            if per_frame_only and i == len(blocks) - 1:
+                unread = slice(1, None)
+            elif num_prompts and (i == intra - 1 or (fp is not None and i + 1 < fp.depth)):
+                unread = slice(1, 1 + num_prompts)
+            kwargs = self._drop(unread) if unread is not None else {}
+            x = self._block(blocks[i], x, image_layer=i, **kwargs, **self._hooks("visual", i))
+            if "drop" in kwargs:
+                num_prompts = 0
+        if per_frame_only:
             return visual.head(x[:, 0]).view(b, f, -1)
         if intra == 0:
             x = visual.ln_pre(x)
         x = _splice(x, None, num_prompts)  # drop the intra-frame prompts: [B*F, 1+P, w]
         cls, patches = joint.group(x, b)  # [B, F, w], [B, F*P, w]
+        n = joint.length
         for j, i in enumerate(range(intra, len(blocks))):
-            x = self._block(blocks[i], joint.sequence(j, cls, patches), **self._hooks("visual", i))
-            cls, patches = joint.split(x, f)
+            last = i == len(blocks) - 1
+            # The next joint layer replaces the video prompts; after the last only [CLS] is read.
+            kwargs = self._drop(slice(f, None) if last else slice(f, f + n)) if (last or n) else {}
+            x = self._block(blocks[i], joint.sequence(j, cls, patches), image_layer=i, **kwargs,
+                            **self._hooks("visual", i))
+            cls, patches = joint.split(x, f, with_prompts="drop" not in kwargs)
         return visual.head(cls)  # [B, F, D]
 
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -77,13 +77,35 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[n, L, w]`` -> ``[n, L, w]``. With ``queries`` ``[n, Lq, w]`` (a subset of
+        ``x``'s rows) only those rows attend, over all of ``x``: -> ``[n, Lq, w]``, and the
+        query projection runs on ``Lq`` rows only."""
         n, length, width = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [n, L, 3w]
-        # [n, L, 3, h, hd] -> three [n, h, L, hd] views; SDPA takes the strides as they are.
-        q, k, v = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [n, h, L, hd]
-        return self.out_proj(out.transpose(1, 2).reshape(n, length, width))
+        hd = width // self.heads
+        if queries is None:
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [n, L, 3w]
+            # [n, L, 3, h, hd] -> three [n, h, L, hd] views; SDPA takes the strides as they are.
+            q, k, v = qkv.view(n, length, 3, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            if causal:
+                raise ValueError("a query subset is only exact without a causal mask")
+            w, b = self.in_proj_weight, self.in_proj_bias
+            q = F.linear(queries, w[:width], b[:width]).view(n, -1, self.heads, hd).transpose(1, 2)
+            kv = F.linear(x, w[width:], b[width:])  # [n, L, 2w]
+            k, v = kv.view(n, length, 2, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [n, h, Lq, hd]
+        return self.out_proj(out.transpose(1, 2).reshape(n, q.shape[2], width))
+
+
+def without_rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
+    """``x`` ``[n, L, w]`` without the token rows ``rows`` (a view when they run to an end)."""
+    start, stop, _ = rows.indices(x.shape[1])
+    if stop == x.shape[1]:
+        return x[:, :start]
+    if start == 0:
+        return x[:, stop:]
+    return torch.cat([x[:, :start], x[:, stop:]], dim=1)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -102,8 +124,17 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = LayerNorm(width)
 
     def forward(self, x: torch.Tensor, causal: bool = False, post_attn: Hook = None,
-                post_mlp: Hook = None) -> torch.Tensor:
-        h = self.attn(self.ln_1(x), causal=causal)
+                post_mlp: Hook = None, drop: slice | None = None) -> torch.Tensor:
+        """``[n, L, w]`` -> ``[n, L, w]``; with ``drop``, the output rows nobody reads are
+        not computed: every row still serves as key and value, but the query, output
+        projection and MLP run on the kept rows only, and the result is ``x`` without
+        ``drop`` (exact: each row's output depends only on its own query)."""
+        if drop is None:
+            h = self.attn(self.ln_1(x), causal=causal)
+        else:
+            normed = self.ln_1(x)
+            h = self.attn(normed, causal=causal, queries=without_rows(normed, drop))
+            x = without_rows(x, drop)
         if post_attn is not None:
             h = post_attn(h)
         x = x + h

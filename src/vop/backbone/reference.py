@@ -30,9 +30,12 @@ class ReferenceQuickGELU(nn.Module):
 
 
 def to_reference(module: nn.Module) -> nn.Module:
-    """A deep copy of ``module`` with the reference LayerNorm and QuickGELU swapped in."""
+    """A deep copy of ``module`` with the reference LayerNorm and QuickGELU swapped in, and
+    every token computed (no skipping of unread rows)."""
     twin = copy.deepcopy(module)
     for m in twin.modules():
+        if hasattr(m, "skip_unread_tokens"):  # a VideoTextModel: run the full sequences
+            m.skip_unread_tokens = False
         if type(m) is layers.LayerNorm:
             m.__class__ = ReferenceLayerNorm
         elif type(m) is layers.QuickGELU:

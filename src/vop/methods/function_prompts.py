@@ -36,9 +36,10 @@ class JointFrames(nn.Module):
         prompts = self.video_prompts[layer].to(cls.dtype).expand(cls.shape[0], -1, -1)
         return torch.cat([cls, prompts, patches], dim=1)
 
-    def split(self, x: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint-layer output -> (cls ``[B, F, w]``, patches ``[B, F * P, w]``)."""
-        return x[:, :num_frames], x[:, num_frames + self.length:]
+    def split(self, x: torch.Tensor, num_frames: int, with_prompts: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint-layer output -> (cls ``[B, F, w]``, patches ``[B, F * P, w]``);
+        ``with_prompts=False`` when the layer did not compute the prompt rows."""
+        return x[:, :num_frames], x[:, num_frames + (self.length if with_prompts else 0):]
 
     def lr_scales(self) -> dict[str, float]:
         return {"frame_pos": self._frame_pos_lr_scale}

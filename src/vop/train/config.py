@@ -68,6 +68,7 @@ class RuntimeSection:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU and GPU), fp16 (GPU, with a grad scaler)
     gradient_checkpointing: bool = False
+    checkpoint_image_blocks: int | None = None  # with checkpointing: only the first N image blocks (None: all blocks)
     seed: int = 0
     out_dir: str = "runs/default"
     log_every: int = 10  # steps between JSONL log lines
@@ -82,6 +83,8 @@ class RuntimeSection:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.checkpoint_image_blocks is not None and self.checkpoint_image_blocks < 0:
+            raise ValueError(f"checkpoint_image_blocks must be >= 0 or null (every block), got {self.checkpoint_image_blocks}")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ class Trainer:
         self.backbone_identity = identity(self.clip)  # before any training touches it
         self.model = from_config(config.method_config(), self.clip).to(self.device)
         self.model.gradient_checkpointing = config.runtime.gradient_checkpointing
+        self.model.checkpoint_image_blocks = config.runtime.checkpoint_image_blocks
         self.splits = splits or {}
         self.on_step = on_step
         self.loss_fn = SymmetricInfoNCE()
