@@ -3,7 +3,8 @@
 # 12 frames at 224 px.
 #   1. a bf16 (autocast) training step of every method at batch 32, against full
 #      fine-tuning: step time, training memory (allocator peak), the frozen-parameter check;
-#      1b. vop, vop-c, vop-fc again with gradient checkpointing;
+#      1b. vop, vop-c, vop-fc again with gradient checkpointing; 1c. vop checkpointing only
+#      the first 4 or 6 image blocks; 1d. skipping unread token rows, before and after;
 #   2. encoding throughput, fp32 against bf16, with the bf16 agreement (the methods whose
 #      image tower differs; the subset baselines encode exactly like zero-shot);
 #   3. vop / vop-fc scaling with frames and batch, and SDPA against explicit attention;
@@ -38,6 +39,13 @@ status=0
 echo "== 1b. the same for vop, vop-c, vop-fc with gradient checkpointing (full stays plain) =="
 "$PY" benchmarks/train_step.py --device cuda --batch 32 --frames 12 --dtype bf16 --reps 5 \
     --methods vop,vop-c,vop-fc --checkpointing --json "$out/train_step_checkpointing.json" || status=1
+echo "== 1c. vop with only the first 4 / 6 image blocks checkpointed (memory against time) =="
+for k in 4 6; do
+    "$PY" benchmarks/train_step.py --device cuda --batch 32 --frames 12 --dtype bf16 --reps 5 \
+        --methods vop --checkpointing --checkpoint-image-blocks $k --json "$out/train_step_ckpt$k.json" || status=1
+done
+echo "== 1d. before/after skipping unread rows (step, saved activations, bf16 encode) =="
+"$PY" benchmarks/unread_rows.py --device cuda --batch 32 --reps 5 || status=1
 echo "== 2. encoding throughput, fp32 against bf16, batches 1 and 32 =="
 "$PY" benchmarks/encode.py --device cuda --methods zero-shot,adapter-ffn,vop,vop-p,vop-c,vop-f,vop-fc \
     --batches 1,32 --reps 5 --json "$out/encode.json" || status=1

@@ -120,7 +120,9 @@ def build(name: str, clip: torch.nn.Module, args, device: torch.device, dtype: t
     model = vop.methods.create(name, clip, **options).to(device)
     model.train()
     if getattr(args, "checkpointing", False) and name != "full":
-        model.gradient_checkpointing = True  # recompute each block in backward (full stays plain)
+        model.gradient_checkpointing = True  # recompute blocks in backward (full stays plain)
+        model.checkpoint_image_blocks = getattr(args, "checkpoint_image_blocks", None)
+    model.skip_unread_tokens = not getattr(args, "plain_rows", False)
     g = torch.Generator().manual_seed(0)
     res = model.clip.config.image_resolution
     frames = common.fake_frames(args.batch, args.frames, res, g).to(device)
@@ -177,6 +179,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep freed memory in the heap (common.tune_glibc_malloc); see benchmarks/allocator.py")
     p.add_argument("--checkpointing", action="store_true",
                    help="gradient checkpointing for every method but the full baseline")
+    p.add_argument("--checkpoint-image-blocks", type=int, default=None, metavar="N",
+                   help="with --checkpointing: recompute only the first N image blocks (default: every block)")
+    p.add_argument("--plain-rows", action="store_true",
+                   help="compute every token row (skip_unread_tokens=False) in every model, full included")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -203,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {args.backbone}, batch {args.batch} x {args.frames} frames, {args.dtype}, "
           f"{args.reps} reps (+{args.warmup} warm-up) interleaved with full, "
           f"{'gradient checkpointing (not for full), ' if args.checkpointing else ''}"
+          f"{f'of the first {args.checkpoint_image_blocks} image blocks, ' if args.checkpointing and args.checkpoint_image_blocks is not None else ''}"
+          f"{'every token row computed, ' if args.plain_rows else ''}"
           f"{common.default_clock(device)} seconds")
 
     torch.manual_seed(0)

@@ -1,0 +1,42 @@
+"""The benchmark scripts run end to end on the tiny backbone (seconds) and print their
+tables: they are documented commands, so they must not rot. No timings are checked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--backbone", "tiny", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_unread_rows_reports_every_method_with_less_saved_memory_when_skipping():
+    out = run("unread_rows.py", "--threads", "1", "--reps", "1", "--methods", "vop,vop-f", "--no-encode")
+    rows = table_rows(out)
+    assert set(rows) == {"full", "vop", "vop-f"}
+    for name in ("vop", "vop-f"):
+        saved_plain, saved_skip = float(rows[name][5]), float(rows[name][6])
+        assert saved_skip <= saved_plain
+
+
+@pytest.mark.parametrize("extra", [[], ["--checkpointing", "--checkpoint-image-blocks", "2"], ["--plain-rows"]])
+def test_train_step_runs_with_its_options(extra):
+    out = run("train_step.py", "--threads", "1", "--reps", "1", "--methods", "vop", "--no-memory", *extra)
+    rows = table_rows(out)
+    assert "vop" in rows and rows["vop"][-1] == "ok"  # frozen tensors: no grad, no optimiser state
