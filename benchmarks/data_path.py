@@ -8,11 +8,16 @@ noise, so the codec has real work) into a temporary directory, then prints video
 * ``FrameCache.get`` on a 224 px cache of the same clips (page cache warm: the file was
   just written, as it is after the first epoch),
 
-and the ratio. ``--quick`` uses fewer, shorter clips (about a minute on 2 cores);
+and the ratio. With ``--loader``, it then trains ``vop`` (``--backbone``, random weights)
+for a few steps on those clips through the training data loader with 0, 1 and 2 worker
+processes and from the cache, and reports the share of training time spent waiting for
+input (as the trainer logs it: ``input_wait``). ``--quick`` uses fewer, shorter clips
+(about a minute on 2 cores);
 ``--gop 30`` writes a keyframe every second, which lets long clips take the seeking
 path of :func:`~vop.data.video.sample_frames`::
 
     python benchmarks/data_path.py --quick
+    python benchmarks/data_path.py --quick --loader --threads 1
 """
 
 from __future__ import annotations
@@ -87,7 +92,14 @@ def main() -> None:
     parser.add_argument("--num-frames", type=int, default=12, help="frames sampled per video")
     parser.add_argument("--size", type=int, default=224, help="cache frame size")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timing per measurement")
+    parser.add_argument("--loader", action="store_true", help="also measure input waiting during training")
+    parser.add_argument("--backbone", default="ViT-B-32", help="--loader: the model trained (random weights)")
+    parser.add_argument("--batch", type=int, default=2, help="--loader: videos per step")
+    parser.add_argument("--steps", type=int, default=6, help="--loader: timed steps per setting (after 1 untimed)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     clips = args.clips or (2 if args.quick else 4)
     seconds = args.seconds or (10 if args.quick else 30)
     fps, height, width = 30, 360, 640
@@ -117,12 +129,62 @@ def main() -> None:
         cache = build_frame_cache(paths, root / "cache", num_frames=n, size=size, progress=False)
         build_s = time.perf_counter() - start
         cached = videos_per_second(cache.get, list(cache.keys()), args.min_seconds)
+        waits = loader_waits(paths, cache, args) if args.loader else []
 
     print(f"sample_frames({n}) from raw video:        {raw:10.2f} videos/s")
     print(f"sample_frames({n}) + resize_center_crop:  {raw_resized:10.2f} videos/s")
     print(f"frame cache get ({size} px):              {cached:10.2f} videos/s")
     print(f"cache build: {build_s:.1f} s for {clips} videos")
     print(f"speed-up, cache vs raw decode: {cached / raw:.0f}x (vs decode + resize: {cached / raw_resized:.0f}x)")
+    if waits:
+        print(f"\ntraining vop ({args.backbone}, batch {args.batch} x {n} frames, {torch.get_num_threads()} torch "
+              f"threads), {args.steps} steps per setting:")
+        print("| input | step s (wait + compute) | waiting for input |")
+        print("|---|---|---|")
+        for label, step_s, fraction in waits:
+            print(f"| {label} | {step_s:.2f} | {fraction:.0%} |")
+
+
+def loader_waits(paths: list[Path], cache, args) -> list[tuple[str, float, float]]:
+    """Train vop on the clips through the training loader; per input setting: (label,
+    seconds per step, share of it spent waiting for the batch)."""
+    import vop.backbone
+    import vop.methods
+    from vop.data.sources import FileVideoSource
+    from vop.data.transforms import VideoTransform, normalize
+    from vop.data.types import RetrievalSplit
+    from vop.train.batches import CaptionVideoDataset, EpochSampler, make_loader, timed_batches, wait_fraction
+    from vop.train.loss import SymmetricInfoNCE
+
+    model = vop.methods.create("vop", vop.backbone.load(args.backbone)).train()
+    loss_fn = SymmetricInfoNCE()
+    optimizer = torch.optim.AdamW(list(model.trainable_parameters().values()), lr=1e-4)
+    ids = model.tokenize(["a caption of about ten words describing what happens in it"] * args.batch)
+    transform = VideoTransform(size=model.clip.config.image_resolution, train=True)
+    results = []
+    for label, workers, use_cache in (("raw video, 0 workers", 0, False), ("raw video, 1 worker", 1, False),
+                                      ("raw video, 2 workers", 2, False), ("frame cache, 0 workers", 0, True)):
+        source = FileVideoSource(paths, cache=cache if use_cache else None)
+        # One epoch long enough for every step: the clips, repeated as captions (a loader
+        # starts its workers once per epoch, as in training).
+        n = (args.steps + 1) * args.batch
+        split = RetrievalSplit("bench", tuple(p.stem for p in paths), tuple(f"caption {i}" for i in range(n)),
+                               tuple(i % len(paths) for i in range(n)), source)
+        sampler = EpochSampler([[i] for i in range(n)], args.batch)
+        dataset = CaptionVideoDataset(split, transform, args.num_frames, mode="random")
+        timing = {"wait": 0.0, "compute": 0.0}
+        for step, batch in enumerate(timed_batches(make_loader(dataset, sampler, workers), timing)):
+            started = time.perf_counter()
+            video, text, scale = model(normalize(batch["frames"]), ids)
+            loss_fn(video, text, scale).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            timing["compute"] += time.perf_counter() - started
+            if step == 0:  # the first step (worker start-up, allocator warm-up) is not counted
+                timing["wait"] = timing["compute"] = 0.0
+        results.append((label, (timing["wait"] + timing["compute"]) / args.steps, wait_fraction(timing)))
+        print(f"# {label}: done", flush=True)
+    return results
 
 
 if __name__ == "__main__":

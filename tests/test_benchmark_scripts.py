@@ -40,3 +40,13 @@ def test_train_step_runs_with_its_options(extra):
     out = run("train_step.py", "--threads", "1", "--reps", "1", "--methods", "vop", "--no-memory", *extra)
     rows = table_rows(out)
     assert "vop" in rows and rows["vop"][-1] == "ok"  # frozen tensors: no grad, no optimiser state
+
+
+def test_data_path_reports_throughput_and_input_waiting():
+    out = run("data_path.py", "--clips", "2", "--seconds", "2", "--min-seconds", "0.2", "--loader",
+              "--threads", "1", "--steps", "2")
+    assert "speed-up, cache vs raw decode" in out
+    rows = table_rows(out)
+    assert set(rows) == {"raw video, 0 workers", "raw video, 1 worker", "raw video, 2 workers", "frame cache, 0 workers"}
+    for step_s, waiting in rows.values():
+        assert float(step_s) > 0 and 0 <= int(waiting.rstrip("%")) <= 100

@@ -184,3 +184,26 @@ def test_accumulation_carries_no_gradient_across_epochs(tmp_path):
     summary = trainer.fit()
     assert summary["steps"] == 4
     assert starts == [True] * 5  # windows begin at batches 0, 3, 6 of epoch 1 and 0, 3 of epoch 2
+
+
+def test_time_spent_waiting_for_input_is_measured_and_logged(tmp_path, uninterrupted):
+    out, summary = uninterrupted
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    waits = [r["input_wait"] for r in logged if r["kind"] == "train"]
+    assert len(waits) == STEPS and all(0.0 <= w <= 1.0 for w in waits)
+    assert 0.0 <= summary["input_wait"] <= 1.0
+
+    # A source that takes 50 ms per clip (a slow disk, say) against a tiny model's step of
+    # a few ms: most of the training time is spent waiting, and the meter says so.
+    trainer = Trainer(tiny_config(tmp_path / "slow", optim={"epochs": 1}))
+    source = trainer.split(trainer.config.data.train_split).split.source
+    load = source.load
+
+    def slow_load(*args, **kwargs):
+        import time
+
+        time.sleep(0.05)
+        return load(*args, **kwargs)
+
+    source.load = slow_load
+    assert trainer.fit()["input_wait"] > 0.5

@@ -23,7 +23,7 @@ from vop.data.transforms import VideoTransform, normalize
 from vop.eval.evaluate import autocast, evaluate
 from vop.methods import from_config
 from vop.train import distributed as dist_utils
-from vop.train.batches import CaptionVideoDataset, EpochSampler, collate
+from vop.train.batches import CaptionVideoDataset, EpochSampler, make_loader, timed_batches, wait_fraction
 from vop.train.checkpoint import load_state, save_checkpoint
 from vop.train.config import TrainConfig
 from vop.train.loss import SymmetricInfoNCE
@@ -82,6 +82,7 @@ class Trainer:
         self.model.checkpoint_image_blocks = config.runtime.checkpoint_image_blocks
         self.splits = splits or {}
         self.on_step = on_step
+        self.input_timing = {"wait": 0.0, "compute": 0.0}  # seconds: waiting for batches, training on them
         self.loss_fn = SymmetricInfoNCE()
         self.state = RunState()
         self._resume = resume
@@ -96,10 +97,7 @@ class Trainer:
         return self.splits[name]
 
     def _loader(self, sampler: EpochSampler, dataset: CaptionVideoDataset) -> DataLoader:
-        workers = self.config.data.workers
-        return DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=workers, persistent_workers=False, drop_last=True,
-                          pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+        return make_loader(dataset, sampler, self.config.data.workers, pin_memory=self.device.type == "cuda")
 
     # -- checkpoints ---------------------------------------------------------------------
     def _data_record(self) -> dict:
@@ -213,24 +211,28 @@ class Trainer:
             bar = tqdm(total=sampler.batches_per_epoch, initial=self.state.batch, disable=not (r.progress and self.dist.is_main),
                        desc=f"epoch {self.state.epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
             tick, seen = time.time(), 0
-            for batch in self._loader(sampler, dataset):
+            for batch in timed_batches(self._loader(sampler, dataset), self.input_timing):
+                work_started = time.perf_counter()
                 self._note_failures(batch["failed"])
                 loss = self._forward_backward(batch, o.grad_accum)
                 seen += batch["frames"].shape[0] * self.dist.world_size
                 self.state.batch += 1
                 bar.update(1)
                 if self.state.batch % o.grad_accum:
+                    self.input_timing["compute"] += time.perf_counter() - work_started
                     continue
                 stepped = self._optimizer_step(trainable, loss)
+                self.input_timing["compute"] += time.perf_counter() - work_started
                 if not stepped:
                     continue
                 self.state.step += 1
                 lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"]
                 rate = seen / max(1e-9, time.time() - tick)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", vid_s=f"{rate:.1f}")
+                waiting = self.input_wait_fraction()
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", vid_s=f"{rate:.1f}", wait=f"{waiting:.0%}")
                 if self.state.step % r.log_every == 0:
                     self._log({"kind": "train", "step": self.state.step, "epoch": self.state.epoch, "loss": loss,
-                               "lr": lr, "videos_per_s": rate, "time": time.time() - started})
+                               "lr": lr, "videos_per_s": rate, "input_wait": waiting, "time": time.time() - started})
                 if r.val_every_steps and self.state.step % r.val_every_steps == 0:
                     self.model.eval()
                     self._validate_and_keep_best()
@@ -328,8 +330,14 @@ class Trainer:
         self._save("last")
         dist_utils.barrier()
 
+    def input_wait_fraction(self) -> float:
+        """Share of training time (waiting for input + forward/backward/optimiser, not
+        validation or saving) spent waiting for the data loader, since the run started."""
+        return wait_fraction(self.input_timing)
+
     def _finish(self, seconds: float) -> dict:
-        summary = {"steps": self.state.step, "train_seconds": seconds, "skipped_videos": self.state.skipped_videos,
+        summary = {"steps": self.state.step, "train_seconds": seconds, "input_wait": self.input_wait_fraction(),
+                   "skipped_videos": self.state.skipped_videos,
                    "skipped_examples": self.state.skipped_examples[:5], "non_finite_steps": self.state.bad_steps}
         if self.dist.is_main:
             from vop.train.checkpoint import load_checkpoint
