@@ -37,6 +37,8 @@ def _write(path: Path, data) -> Path:
     (["backbone=3"], r"backbone: expected a string"),
     (["data.train_sampling=sideways"], r"train_sampling must be 'random' or 'middle', got 'sideways'"),
     (["runtime.precision=fp8"], r"precision must be one of"),
+    (["runtime.checkpoint_image_blocks=4"], r"checkpoint_image_blocks only applies with runtime\.gradient_checkpointing"),
+    (["runtime.gradient_checkpointing=true", "runtime.checkpoint_image_blocks=-1"], r"checkpoint_image_blocks must be >= 0"),
     (["optim.warmup_ratio=1.5"], r"warmup_ratio must be in \[0, 1\)"),
     (["method.name=vop-x"], r"method: unknown method 'vop-x'"),
     (["method.options={prompt_lenght: 4}"], r"method: option\(s\) \['prompt_lenght'\] do not apply to method 'vop'"),

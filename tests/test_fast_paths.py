@@ -149,6 +149,14 @@ def test_attention_query_subset_equals_those_rows_of_full_attention(clip):
         attn(x, causal=True, queries=x[:, rows])
 
 
+def test_block_drop_refuses_slices_that_are_not_contiguous_and_forward(clip):
+    block = clip.visual.blocks[0]
+    x = torch.randn(1, 5, block.ln_1.normalized_shape[0])
+    for rows in (slice(3, 2), slice(1, None, 2)):
+        with pytest.raises(ValueError, match="contiguous forward slice"):
+            block(x, drop=rows)
+
+
 @pytest.mark.parametrize("drop", [slice(1, 4), slice(1, None), slice(0, 2)])
 def test_block_drop_equals_the_full_block_without_those_rows(clip, drop):
     block = clip.visual.blocks[0]

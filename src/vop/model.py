@@ -245,4 +245,7 @@ class VideoTextModel(nn.Module):
 
     def forward(self, frames: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (video ``[B, D]``, text ``[N, D]``, logit scale (a scalar, already exponentiated))."""
-        return self.encode_video(frames), self.encode_text(ids), self.clip.logit_scale.exp()
+        # Text first: its length trim reads the ids' largest read-out position, a device sync
+        # that is free before the image tower's kernels are queued and a stall after them.
+        text = self.encode_text(ids)
+        return self.encode_video(frames), text, self.clip.logit_scale.exp()

@@ -100,7 +100,9 @@ class Attention(nn.Module):
 
 def without_rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
     """``x`` ``[n, L, w]`` without the token rows ``rows`` (a view when they run to an end)."""
-    start, stop, _ = rows.indices(x.shape[1])
+    start, stop, step = rows.indices(x.shape[1])
+    if step != 1 or start > stop:
+        raise ValueError(f"rows to drop must be a contiguous forward slice, got {rows}")
     if stop == x.shape[1]:
         return x[:, :start]
     if start == 0:

@@ -85,6 +85,9 @@ class RuntimeSection:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.checkpoint_image_blocks is not None and self.checkpoint_image_blocks < 0:
             raise ValueError(f"checkpoint_image_blocks must be >= 0 or null (every block), got {self.checkpoint_image_blocks}")
+        if self.checkpoint_image_blocks is not None and not self.gradient_checkpointing:
+            raise ValueError("runtime.checkpoint_image_blocks only applies with runtime.gradient_checkpointing: true; "
+                             "set both, or leave checkpoint_image_blocks out")
 
 
 @dataclass(frozen=True)
