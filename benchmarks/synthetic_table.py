@@ -142,7 +142,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.from_json:
-        results = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
+        results, seen = [], set()
+        for r in (r for f in args.from_json for r in json.loads(Path(f).read_text())):
+            if (r["method"], r["seed"], r["steps"]) not in seen:  # a run two workers both did counts once
+                seen.add((r["method"], r["seed"], r["steps"]))
+                results.append(r)
         order = {m: i for i, m in enumerate(__import__("vop.methods", fromlist=["names"]).names())}
         results.sort(key=lambda r: (order.get(r["method"], 99), r["seed"]))
         args.methods = ",".join(dict.fromkeys(r["method"] for r in results))
