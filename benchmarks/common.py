@@ -64,6 +64,16 @@ def describe_machine(device: torch.device) -> str:
 
 
 # -- timing ------------------------------------------------------------------------------
+def start(args, device: str | None = None) -> torch.device:
+    """A benchmark's common start: ``--threads`` applied (0: torch's default), the device
+    (``device``, else ``args.device``) resolved, and the machine and clock printed."""
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    resolved = torch.device(device or args.device)
+    print(f"# machine: {describe_machine(resolved)}; {default_clock(resolved)} seconds")
+    return resolved
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

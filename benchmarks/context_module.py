@@ -36,10 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=5, help="timed rounds")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    print(f"# machine: {common.describe_machine(device)}; {common.default_clock(device)} seconds")
+    device = common.start(args)
     model = vop.methods.create("vop-c", vop.backbone.load(args.backbone)).to(device)
     fp, cfg = model.frame_prompts, model.clip.config
     block = model.clip.visual.blocks[0]

@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--model", action="store_true", help="also time a whole vop step and bf16 encode")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cpu = torch.device("cpu")
-    print(f"# machine: {common.describe_machine(cpu)}; {common.default_clock(cpu)} seconds")
+    common.start(args, device="cpu")
     clip = vop.backbone.load(args.backbone)
     width = clip.config.vision_width
     tokens = clip.config.num_patches + 1 + 8  # [CLS], patches, 8 VoP prompts

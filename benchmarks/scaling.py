@@ -157,11 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--memory", action="store_true", help="also measure training memory (child processes on CPU)")
     p.add_argument("--no-models", action="store_true", help="part 2 only")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = common.start(args)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    print(f"# machine: {common.describe_machine(device)}; {common.default_clock(device)} seconds")
     if not args.no_models:
         models(args, device, dtype)
     attention(args, device, dtype)

@@ -46,11 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--no-encode", action="store_true", help="skip the bf16 encode timing")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = common.start(args)
     names = list(dict.fromkeys(["full", *args.methods.split(",")]))
-    print(f"# machine: {common.describe_machine(device)}; {common.default_clock(device)} seconds")
     print(f"# {args.backbone}, batch {args.batch} x {args.frames} frames, {args.dtype} step, captions of {args.words} words, "
           f"{args.reps} reps (+1 warm-up), plain and skip interleaved")
     torch.manual_seed(0)

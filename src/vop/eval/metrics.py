@@ -360,12 +360,7 @@ def metrics_from_ranks(ranks: ArrayLike | Sequence[int], prefix: str) -> dict[st
         raise ValueError(f"ranks are 1-based; got a rank of {ranks.min().item()}")
     r = ranks.detach().to(torch.float64)
     out = {f"{prefix}_r{k}": 100.0 * float((r <= k).double().mean()) for k in RECALL_AT}
-    ordered = r.sort().values
-    n = ordered.shape[0]
-    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
-    out[f"{prefix}_mdr"] = float(median)
-    out[f"{prefix}_mnr"] = float(r.mean())
-    return out
+    return out | _median_and_mean(r, prefix)
 
 
 def metrics_from_counts(above: torch.Tensor, ties: torch.Tensor, prefix: str) -> dict[str, float]:
@@ -377,13 +372,15 @@ def metrics_from_counts(above: torch.Tensor, ties: torch.Tensor, prefix: str) ->
     g, t = above.double(), ties.double()
     out = {f"{prefix}_r{k}": 100.0 * float(((k - g).clamp(min=0).minimum(t + 1) / (t + 1)).mean())
            for k in RECALL_AT}
-    expected = 1 + g + t / 2
-    ordered = expected.sort().values
+    return out | _median_and_mean(1 + g + t / 2, prefix)  # expected ranks
+
+
+def _median_and_mean(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
+    """Median (the mean of the middle two for an even count) and mean of float64 ranks."""
+    ordered = ranks.sort().values
     n = ordered.shape[0]
     median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
-    out[f"{prefix}_mdr"] = float(median)
-    out[f"{prefix}_mnr"] = float(expected.mean())
-    return out
+    return {f"{prefix}_mdr": float(median), f"{prefix}_mnr": float(ranks.mean())}
 
 
 def ranks_t2v(
