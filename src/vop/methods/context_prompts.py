@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vop.methods.bilstm import BiLSTM
 from vop.methods.frame_prompts import FramePrompts
 
 
@@ -24,7 +25,7 @@ class ContextPrompts(FramePrompts):
         self.depth, self.length = depth, num_shared + num_generated
         self.num_generated = num_generated
         self.shared = nn.Parameter(torch.randn(depth, num_shared, width) * init_std)
-        self.context = nn.LSTM(width, hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.context = BiLSTM(width, hidden)  # nn.LSTM's parameters and function; compiles
         self.generate = nn.Linear(2 * hidden, num_generated * width)
         # Generated prompts start at the scale of the learned ones, so that the frozen
         # tower first sees prompts of familiar magnitude.
@@ -37,7 +38,7 @@ class ContextPrompts(FramePrompts):
         # The recurrence is latency-bound and gains nothing from autocast's half precision
         # (benchmarks/context_module.py): run it in its weights' own dtype.
         with torch.autocast(device_type=cls.device.type, enabled=False):
-            context, _ = self.context(cls.to(self.context.weight_ih_l0.dtype))  # [B, F, 2 * hidden]
+            context = self.context(cls.to(self.context.weight_ih_l0.dtype))  # [B, F, 2 * hidden]
         generated = self.generate(context).view(b * f, self.num_generated, width)
         shared = self.shared[layer].to(generated.dtype).expand(b * f, -1, -1)
         return torch.cat([shared, generated], dim=1)  # [B * F, n, width]
