@@ -15,8 +15,10 @@ The table gives videos per second, the speed-up over fp32, and the agreement of 
 bf16 path with fp32 (the smallest cosine similarity between the two embeddings of a
 video over the batch). It also counts the model's FLOPs (``FlopCounterMode``: matrix
 products, convolutions and the attention kernels it knows) and divides the achieved
-rate by this machine's matrix-product peak in the same dtype, measured by the same
-script on a large square product before and after the runs (the larger is used).
+rate by this machine's matrix-product peak in the same dtype: a large square product
+timed in the same interleaved rounds as the encoders (median against median), so that a
+shared machine's slow spells weigh on both alike. The best peak before and after all
+runs is printed too, for reference.
 
     python benchmarks/encode.py --threads 1                      # CPU, batches 1 and 8
     python benchmarks/encode.py --threads 1 --tuned-malloc       # glibc keeps freed memory
@@ -43,12 +45,19 @@ import vop.backbone  # noqa: E402
 import vop.methods  # noqa: E402
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, reps: int = 5) -> float:
-    """FLOP/s of the best of ``reps`` products of two ``size`` x ``size`` matrices."""
+PEAKS = {"peak fp32": torch.float32, "peak bf16": torch.bfloat16}
+
+
+def square_product(dtype: torch.dtype, device: torch.device, size: int):
+    """A call computing the product of two ``size`` x ``size`` matrices (``2 size^3`` FLOP)."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
-    a @ b
-    times = common.interleaved({"mm": lambda: a @ b}, reps, warmup=1, device=device)["mm"]
+    return lambda: a @ b
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, reps: int = 5) -> float:
+    """FLOP/s of the best of ``reps`` products of two ``size`` x ``size`` matrices."""
+    times = common.interleaved({"mm": square_product(dtype, device, size)}, reps, warmup=1, device=device)["mm"]
     return 2 * size**3 / min(times)
 
 
@@ -73,7 +82,8 @@ def encoder(model, frames: torch.Tensor, autocast: bool):
 
 
 def measure(name: str, args, batches: list[int], device: torch.device, rows: list, results: list) -> None:
-    """Time the three paths of method ``name`` at every batch size; append rows and results."""
+    """Time the paths of method ``name`` at every batch size, with the matrix-product peaks in
+    the same rounds; append rows and results."""
     options = {"num_frames": args.frames} if args.frames != 12 else {}
     model = vop.methods.create(name, vop.backbone.load(args.backbone), **options).to(device).eval()
     low = copy.deepcopy(model).to(torch.bfloat16)
@@ -91,16 +101,20 @@ def measure(name: str, args, batches: list[int], device: torch.device, rows: lis
             print(f"#   {name} batch {batch}: torch.compile took {time.perf_counter() - started:.0f} s", flush=True)
             runs["bf16 compiled"] = compiled
         cos = {k: F.cosine_similarity(runs[k]().float(), reference, dim=-1).min().item() for k in runs if k != "fp32"}
-        times = common.interleaved(runs, args.reps, warmup=1, device=device)
+        products = {k: square_product(dt, device, args.peak_size) for k, dt in PEAKS.items()}
+        times = common.interleaved(runs | products, args.reps, warmup=1, device=device)
         t = {k: common.median(v) for k, v in times.items()}
+        peak = {k: 2 * args.peak_size**3 / t[k] for k in PEAKS}
         for k in runs:
             r = {"method": name, "batch": batch, "path": k, "videos_per_s": batch / t[k],
                  "speedup": t["fp32"] / t[k], "min_cos": cos.get(k, 1.0), "gflop_per_video": flops / batch / 1e9,
-                 "tflops": flops / t[k] / 1e12}
+                 "tflops": flops / t[k] / 1e12, "peak_tflops": peak["peak fp32" if k == "fp32" else "peak bf16"] / 1e12}
+            r["fraction_of_peak"] = r["tflops"] / r["peak_tflops"]
             results.append(r)
             rows.append([name, batch, k, f"{r['videos_per_s']:.2f}", f"{r['speedup']:.2f}",
                          "-" if k == "fp32" else f"{r['min_cos']:.5f}", f"{r['gflop_per_video']:.1f}",
-                         f"{r['tflops'] * 1e3:.0f}", None])
+                         f"{r['tflops'] * 1e3:.0f}", f"{r['peak_tflops'] * 1e3:.0f}",
+                         f"{100 * r['fraction_of_peak']:.0f} %"])
         print(f"#   {name} batch {batch}: bf16 weights {t['fp32'] / t['bf16 weights']:.2f} x, "
               f"autocast {t['fp32'] / t['bf16 autocast']:.2f} x fp32"
               + (f", compiled {t['fp32'] / t['bf16 compiled']:.2f} x" if "bf16 compiled" in t else ""), flush=True)
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tuned_malloc and not common.tune_glibc_malloc():
         print("# --tuned-malloc: not glibc, ignored")
     device = torch.device(args.device)
-    size = args.peak_size or (8192 if device.type == "cuda" else 4096)
+    size = args.peak_size = args.peak_size or (8192 if device.type == "cuda" else 4096)
     batches = [int(b) for b in args.batches.split(",")]
     names = vop.methods.names() if args.methods == "all" else args.methods.split(",")
     print(f"# machine: {common.describe_machine(device)}{'; tuned malloc' if args.tuned_malloc else ''}")
@@ -144,17 +158,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"#   {name}: FAILED {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr, flush=True)
     peaks_after = {dt: matmul_peak(dt, device, size) for dt in (torch.float32, torch.bfloat16)}
     peak = {dt: max(peaks_before[dt], peaks_after[dt]) for dt in peaks_before}
-    for row, r in zip(rows, results):
-        ref = peak[torch.float32 if r["path"] == "fp32" else torch.bfloat16]
-        r["fraction_of_peak"] = r["tflops"] * 1e12 / ref
-        row[-1] = f"{100 * r['fraction_of_peak']:.0f} %"
 
-    print(f"matmul peak ({size}^3, best of 5, before / after the runs): "
+    print(f"matmul peak ({size}^3, best of 5, before / after all runs; the table's peak column is "
+          f"the median in each row's own rounds): "
           f"fp32 {peaks_before[torch.float32] / 1e9:.0f} / {peaks_after[torch.float32] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peaks_before[torch.bfloat16] / 1e9:.0f} / {peaks_after[torch.bfloat16] / 1e9:.0f} GFLOP/s "
           f"(bf16 = {peak[torch.bfloat16] / peak[torch.float32]:.1f} x fp32)")
     print(common.markdown_table(["method", "batch", "path", "videos/s", "x fp32", "min cos vs fp32",
-                                 "GFLOP/video", "GFLOP/s", "of own-dtype matmul peak"], rows))
+                                 "GFLOP/video", "GFLOP/s", "peak GFLOP/s (same rounds)",
+                                 "of own-dtype matmul peak"], rows))
     big = max(batches)
     for name in (n for n in names if n not in failed):
         best = max((r for r in results if r["method"] == name and r["batch"] == big and r["path"] != "fp32"),

@@ -50,3 +50,24 @@ def test_data_path_reports_throughput_and_input_waiting():
     assert set(rows) == {"raw video, 0 workers", "raw video, 1 worker", "raw video, 2 workers", "frame cache, 0 workers"}
     for step_s, waiting in rows.values():
         assert float(step_s) > 0 and 0 <= int(waiting.rstrip("%")) <= 100
+
+
+def test_encode_reports_every_path_against_the_peak_of_its_own_rounds():
+    out = run("encode.py", "--threads", "1", "--reps", "1", "--batches", "2", "--methods", "zero-shot,vop-fc",
+              "--peak-size", "128")
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    body = [[c.strip() for c in r] for r in rows[1:]]
+    assert {(r[0], r[2]) for r in body} == {(m, p) for m in ("zero-shot", "vop-fc")
+                                            for p in ("fp32", "bf16 weights", "bf16 autocast")}
+    for r in body:
+        assert float(r[8]) > 0 and r[9].endswith("%")  # the same-round peak and the share of it
+    assert sum(line.startswith("goal ") for line in out.splitlines()) == 2
+
+
+def test_lstm_compile_compares_the_three_context_modules():
+    out = run("lstm_compile.py", "--threads", "1", "--reps", "1", "--batch", "2", "--backend", "eager")
+    rows = table_rows(out)
+    assert set(rows) == {"uncompiled", "compiled, nn.LSTM (before)", "compiled, BiLSTM (after)",
+                         "compiled, BiLSTM.unrolled"}
+    assert int(rows["compiled, nn.LSTM (before)"][3]) > 1  # nn.LSTM breaks the graph
+    assert rows["compiled, BiLSTM (after)"][3] == rows["compiled, BiLSTM.unrolled"][3] == "1"
