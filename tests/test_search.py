@@ -77,6 +77,37 @@ def test_embeddings_match_encoding_the_frames_directly(built):
     np.testing.assert_allclose(stored.embeddings[0], want, atol=1e-5)
 
 
+def test_bf16_compiled_encoding_agrees_with_fp32_and_compiles_one_shape(built, tmp_path, monkeypatch):
+    import torch
+
+    videos, index, _ = built
+    shapes, compiled = [], []
+    real_compile = torch.compile
+
+    def recording_compile(fn, **options):  # Dynamo only (no Inductor build): the wiring is what is tested
+        compiled.append(options)
+        traced = real_compile(fn, backend="eager", fullgraph=True, **options)
+        return lambda frames: shapes.append(tuple(frames.shape)) or traced(frames)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    report = encode(videos, tmp_path / "bf16", precision="bf16", compile=True)  # batch 4: 6 videos -> 4 + 2
+    fast, plain = read_index(tmp_path / "bf16"), read_index(index)
+    assert report.total == NUM_VIDEOS and [r.path for r in fast.records] == [r.path for r in plain.records]
+    assert fast.embeddings.dtype == np.float32
+    cos = (fast.embeddings * plain.embeddings).sum(axis=1)  # both L2-normalised
+    assert cos.min() > 0.99  # the tiny random backbone; ViT-B/32 measures >= 0.9999 (docs/performance.md)
+    assert not np.array_equal(fast.embeddings, plain.embeddings)  # bf16 really ran
+    assert compiled == [{"dynamic": False}]
+    assert shapes == [(4, 12, 3, 32, 32)] * 2  # the short last batch was padded to the compiled shape
+
+
+def test_unknown_precision_is_refused():
+    from vop.search.encode import EncodeConfig
+
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        EncodeConfig(precision="fp16")
+
+
 def test_reencode_handles_added_changed_touched_and_deleted_files(built, tmp_path):
     videos, index = copy_built(built, tmp_path)
     first = encode(videos, index)

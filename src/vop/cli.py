@@ -240,6 +240,12 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (under torchrun: each rank's local GPU)")
     p.add_argument("--rebuild", action="store_true", help="encode everything again, replacing the index")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: 3-6x faster on GPUs and on CPUs with AMX / AVX-512 BF16, embeddings within "
+                        "cosine 0.999 of fp32 (slower on CPUs without bf16 instructions)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder: a one-off compile (under a minute on a CPU), then faster "
+                        "batches; for large collections")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -255,7 +261,8 @@ def _encode(args: argparse.Namespace) -> int:
     if dist.enabled and device.startswith("cuda"):
         device = f"cuda:{dist.local_rank}"
     config = EncodeConfig(batch_size=args.batch, num_frames=args.num_frames, workers=args.workers, device=device,
-                          progress=not args.quiet, rebuild=args.rebuild)
+                          progress=not args.quiet, rebuild=args.rebuild, precision=args.precision,
+                          compile=args.compile)
     model, identity = load_method(args.checkpoint, args.backbone)
     report = encode_collection(args.video_dir, args.out, model.to(device), identity, config, dist=dist)
     if dist.is_main:

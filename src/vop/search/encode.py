@@ -20,6 +20,7 @@ shards folder must be on a file system every rank sees (one machine, or a shared
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import os
 import shutil
@@ -36,9 +37,10 @@ from vop.search.method import IndexMismatch, check_same_encoder
 from vop.search.records import FileState, VideoRecord, content_hash, probe, video_id, walk_videos
 from vop.search.store import StoredIndex, is_index, read_index, write_index
 
-__all__ = ["EncodeConfig", "EncodeReport", "encode_collection", "frame_count"]
+__all__ = ["EncodeConfig", "EncodeReport", "encode_collection", "frame_count", "video_encoder"]
 
 DEFAULT_FRAMES = 12
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,12 @@ class EncodeConfig:
     device: str = "cpu"  # where the model runs
     progress: bool = True  # show a tqdm progress bar (rank 0 only)
     rebuild: bool = False  # ignore an existing index and encode everything again
+    precision: str = "fp32"  # "bf16": a bf16 copy of the model (cosine >= 0.999 to fp32; docs/performance.md)
+    compile: bool = False  # run encode_video through torch.compile (a one-off compile, under a minute on a CPU)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_frames is not None and self.num_frames < 1:
@@ -162,6 +168,28 @@ def _prefetch(items: list, fn: Callable, workers: int, ahead: int) -> Iterator[t
                 break
 
 
+def video_encoder(model, config: EncodeConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Normalised fp32 frames ``[B, F, 3, R, R]`` -> embeddings ``[B, D]`` (fp32), in the
+    config's precision, compiled if asked. ``model`` itself is left as it is (bf16 runs a
+    copy). Compiled, every call gets ``batch_size`` videos (a short last batch is padded),
+    so the encoder compiles once."""
+    dtype = PRECISIONS[config.precision]
+    if dtype != next(model.parameters()).dtype:
+        model = copy.deepcopy(model).to(dtype)
+    encode = model.encode_video
+    if config.compile:
+        encode = torch.compile(encode, dynamic=False)
+
+    def run(frames: torch.Tensor) -> torch.Tensor:
+        n = frames.shape[0]
+        if config.compile and n < config.batch_size:
+            frames = torch.cat([frames, frames[-1:].expand(config.batch_size - n, *frames.shape[1:])])
+        with torch.inference_mode():
+            return encode(frames.to(dtype))[:n].float()
+
+    return run
+
+
 def _encode_files(root: Path, files: list[FileState], model, num_frames: int, config: EncodeConfig,
                   show: bool) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
     """Encode ``files``: ``(records, embeddings [n, D], failures)`` for the readable ones."""
@@ -176,14 +204,14 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
     failed: list[dict] = []
     batch_recs: list[VideoRecord] = []
     batch_frames: list[torch.Tensor] = []
+    encode = video_encoder(model, config) if files else None
 
     def flush() -> None:
         if not batch_frames:
             return
         x = torch.stack(batch_frames).to(config.device)  # [B, F, R, R, 3] uint8
-        with torch.inference_mode():
-            emb = model.encode_video(normalize(x))  # [B, D]
-        chunks.append(emb.float().cpu().numpy())
+        emb = encode(normalize(x))  # [B, D]
+        chunks.append(emb.cpu().numpy())
         records.extend(batch_recs)
         batch_recs.clear()
         batch_frames.clear()
