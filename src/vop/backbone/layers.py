@@ -100,10 +100,15 @@ class Attention(nn.Module):
 
 def without_rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
     """``x`` ``[n, L, w]`` without the token rows ``rows`` (a view when they run to an end)."""
-    start, stop, step = rows.indices(x.shape[1])
-    if step != 1 or start > stop:
+    length = x.shape[1]
+    if rows.step not in (None, 1):
         raise ValueError(f"rows to drop must be a contiguous forward slice, got {rows}")
-    if stop == x.shape[1]:
+    # slice.indices written out: Dynamo before torch 2.13 cannot trace it (a graph break).
+    start, stop = (min(max(i + length if i < 0 else i, 0), length) for i in
+                   (rows.start or 0, length if rows.stop is None else rows.stop))
+    if start > stop:
+        raise ValueError(f"rows to drop must be a contiguous forward slice, got {rows}")
+    if stop == length:
         return x[:, :start]
     if start == 0:
         return x[:, stop:]

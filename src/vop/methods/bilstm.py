@@ -32,24 +32,33 @@ _NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 def _fused(x: torch.Tensor, weights: list[torch.Tensor], train: bool) -> torch.Tensor:
     """PyTorch's fused LSTM kernel on the eight tensors in nn.LSTM's order."""
     h0 = x.new_zeros(2, x.shape[0], weights[1].shape[1])
-    with warnings.catch_warnings():
-        # cuDNN would like the eight tensors in one buffer (nn.LSTM keeps them so); it
-        # copies them per call instead, a few MB against a whole image tower.
-        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-        out, _, _ = torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)
-    return out
+    if weights[0].is_cuda and weights[0].dtype == torch.bfloat16:
+        # PyTorch does not lay out bf16 weights for cuDNN (cudnn.is_acceptable refuses the
+        # dtype; nn.LSTM alike), so cuDNN compacts them at each call and warns each time:
+        # 19 MB at the default size, small against the image tower (bf16 is inference here).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)[0]
+    return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)[0]
 
 
-@torch.library.custom_op("vop::fused_bilstm", mutates_args=())
-def fused_bilstm(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    """The fused kernel as one opaque operator for ``torch.compile`` (inference only: no
-    backward is registered; with gradients the compiled model traces :meth:`BiLSTM.unrolled`)."""
+def _fused_operator(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
     return _fused(x, weights, False).contiguous()  # the kernel's batch-first output is a transposed view
 
 
-@fused_bilstm.register_fake
-def _(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+def _fused_shape(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
     return x.new_empty(x.shape[0], x.shape[1], 2 * weights[1].shape[1])
+
+
+# The fused kernel as one opaque operator for torch.compile (inference only: no backward
+# is registered; with gradients the compiled model traces BiLSTM.unrolled). The schema is
+# spelled out because torch before 2.7 does not read ``list[Tensor]`` annotations;
+# torch.library.custom_op itself needs torch 2.4 (older: compiled inference unrolls too).
+fused_bilstm = None
+if hasattr(torch.library, "custom_op"):
+    fused_bilstm = torch.library.custom_op("vop::fused_bilstm", _fused_operator, mutates_args=(),
+                                           schema="(Tensor x, Tensor[] weights) -> Tensor")
+    fused_bilstm.register_fake(_fused_shape)
 
 
 class BiLSTM(nn.Module):
@@ -80,10 +89,31 @@ class BiLSTM(nn.Module):
             raise ValueError(f"expected [batch, steps, {self.input_size}], got shape {tuple(x.shape)}")
         weights = list(self.parameters())  # nn.LSTM's flat-weights order
         if torch.compiler.is_compiling():
-            if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+            if fused_bilstm is None or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))):
                 return self.unrolled(x)
             return fused_bilstm(x, weights)
         return _fused(x, weights, self.training)
+
+    def _apply(self, fn, recurse=True):
+        module = super()._apply(fn, recurse)
+        self.flatten_parameters()  # after .to() / .cuda() / .half(), as nn.LSTM does
+        return module
+
+    def flatten_parameters(self) -> None:
+        """On a GPU, lay the eight tensors out as views of the one buffer cuDNN reads, as
+        nn.LSTM does; otherwise cuDNN copies them into a fresh buffer at every call (and, in
+        training, keeps that copy for the backward pass). A no-op off cuDNN."""
+        weights = list(self.parameters())
+        first = weights[0]
+        if not all(w.is_cuda and w.dtype == first.dtype and torch.backends.cudnn.is_acceptable(w) for w in weights):
+            return
+        if len({w.data_ptr() for w in weights}) != len(weights) or not torch._use_cudnn_rnn_flatten_weight():
+            return
+        from torch.backends.cudnn import rnn
+
+        with torch.cuda.device_of(first), torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(weights, 4, self.input_size, rnn.get_cudnn_mode("LSTM"),
+                                            self.hidden_size, 0, 1, True, True)
 
     def unrolled(self, x: torch.Tensor) -> torch.Tensor:
         """The same function written out step by step (what ``torch.compile`` traces): both
