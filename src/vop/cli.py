@@ -241,18 +241,18 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (under torchrun: each rank's local GPU)")
     p.add_argument("--rebuild", action="store_true", help="encode everything again, replacing the index")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: 3-6x faster on GPUs and on CPUs with AMX / AVX-512 BF16, embeddings within "
-                        "cosine 0.999 of fp32 (slower on CPUs without bf16 instructions)")
+                   help="bf16: measured 3-4x faster on an AMX CPU and 4-6x on an H200, ViT-B/32 embeddings "
+                        "within cosine 0.9999 of fp32; fp32 on CPUs without bf16 instructions (docs/search.md)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder: a one-off compile (under a minute on a CPU), then faster "
-                        "batches; for large collections")
+                   help="torch.compile the encoder: a one-off compile (about a minute on a CPU); pays for "
+                        "prompt methods on CPUs, not for zero-shot, nor for vop-fc on a GPU (docs/search.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @command("encode", "encode a folder of videos into a search index (incremental; torchrun for several processes)")(
     _encode_args)
 def _encode(args: argparse.Namespace) -> int:
-    from vop.search.encode import EncodeConfig, encode_collection
+    from vop.search.encode import PRECISIONS, EncodeConfig, encode_collection
     from vop.search.method import load_method
     from vop.train.distributed import init_from_env
 
@@ -264,7 +264,9 @@ def _encode(args: argparse.Namespace) -> int:
                           progress=not args.quiet, rebuild=args.rebuild, precision=args.precision,
                           compile=args.compile)
     model, identity = load_method(args.checkpoint, args.backbone)
-    report = encode_collection(args.video_dir, args.out, model.to(device), identity, config, dist=dist)
+    # Cast here, in place: encode_collection would otherwise keep this fp32 model and a bf16 copy.
+    model = model.to(device=device, dtype=PRECISIONS[args.precision])
+    report = encode_collection(args.video_dir, args.out, model, identity, config, dist=dist)
     if dist.is_main:
         print(report.summary())
     return 0

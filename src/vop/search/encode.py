@@ -53,8 +53,8 @@ class EncodeConfig:
     device: str = "cpu"  # where the model runs
     progress: bool = True  # show a tqdm progress bar (rank 0 only)
     rebuild: bool = False  # ignore an existing index and encode everything again
-    precision: str = "fp32"  # "bf16": a bf16 copy of the model (cosine >= 0.999 to fp32; docs/performance.md)
-    compile: bool = False  # run encode_video through torch.compile (a one-off compile, under a minute on a CPU)
+    precision: str = "fp32"  # "bf16": a bf16 copy of the model (docs/search.md: speed and agreement)
+    compile: bool = False  # run encode_video through torch.compile (a one-off compile; docs/search.md)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
