@@ -244,8 +244,8 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
                    help="bf16: measured 3-4x faster on an AMX CPU and 4-6x on an H200, ViT-B/32 embeddings "
                         "within cosine 0.9999 of fp32; fp32 on CPUs without bf16 instructions (docs/search.md)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder: a one-off compile (about a minute on a CPU); pays for "
-                        "prompt methods on CPUs, not for zero-shot, nor for vop-fc on a GPU (docs/search.md)")
+                   help="torch.compile the encoder: a one-off compile (up to 2 minutes on a CPU); measured "
+                        "1.1-1.5x over bf16 for vop and vop-fc, nothing for zero-shot on a CPU (docs/search.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

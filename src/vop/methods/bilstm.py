@@ -8,13 +8,12 @@ graph break, and vop-c / vop-fc make one per prompted layer, splitting the compi
 encoder into a dozen graphs (no ``fullgraph=True``, no ``torch.export``, and a tower that
 falls back to eager code once Dynamo's recompile limit is reached).
 
-Three paths, one function (``tests/test_bilstm.py`` holds each to ``nn.LSTM``):
-
-- eager: PyTorch's fused LSTM kernel (oneDNN on the CPU, cuDNN on GPUs), as nn.LSTM;
-- compiled, without gradients: the same kernel as one opaque custom operator
-  (``vop::fused_bilstm``), so the whole encoder is one graph;
-- compiled, with gradients: :meth:`BiLSTM.unrolled`, the recurrence written out in plain
-  operations that Dynamo traces and autograd differentiates.
+Eagerly it runs PyTorch's fused LSTM kernel (oneDNN on the CPU, cuDNN on GPUs), as
+nn.LSTM does; under ``torch.compile`` it runs :meth:`BiLSTM.unrolled`, the recurrence in
+plain operations, which Dynamo traces and Inductor fuses. (The fused kernel wrapped as
+one custom operator was tried for compiled inference: no faster on the CPU, and 1.05 x
+against the unrolled form's 1.38 x the uncompiled encoder on an H200; see
+docs/performance.md, section 4.) ``tests/test_bilstm.py`` holds both paths to nn.LSTM.
 """
 
 from __future__ import annotations
@@ -40,25 +39,6 @@ def _fused(x: torch.Tensor, weights: list[torch.Tensor], train: bool) -> torch.T
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
             return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)[0]
     return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)[0]
-
-
-def _fused_operator(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    return _fused(x, weights, False).contiguous()  # the kernel's batch-first output is a transposed view
-
-
-def _fused_shape(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    return x.new_empty(x.shape[0], x.shape[1], 2 * weights[1].shape[1])
-
-
-# The fused kernel as one opaque operator for torch.compile (inference only: no backward
-# is registered; with gradients the compiled model traces BiLSTM.unrolled). The schema is
-# spelled out because torch before 2.7 does not read ``list[Tensor]`` annotations;
-# torch.library.custom_op itself needs torch 2.4 (older: compiled inference unrolls too).
-fused_bilstm = None
-if hasattr(torch.library, "custom_op"):
-    fused_bilstm = torch.library.custom_op("vop::fused_bilstm", _fused_operator, mutates_args=(),
-                                           schema="(Tensor x, Tensor[] weights) -> Tensor")
-    fused_bilstm.register_fake(_fused_shape)
 
 
 class BiLSTM(nn.Module):
@@ -89,9 +69,7 @@ class BiLSTM(nn.Module):
             raise ValueError(f"expected [batch, steps, {self.input_size}], got shape {tuple(x.shape)}")
         weights = list(self.parameters())  # nn.LSTM's flat-weights order
         if torch.compiler.is_compiling():
-            if fused_bilstm is None or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))):
-                return self.unrolled(x)
-            return fused_bilstm(x, weights)
+            return self.unrolled(x)
         return _fused(x, weights, self.training)
 
     def _apply(self, fn, recurse=True):
