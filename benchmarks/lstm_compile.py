@@ -111,5 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     print(common.markdown_table(["encoder", "best s", "median s", "x uncompiled (median)", "Dynamo graphs",
                                  "compile s", "max diff vs uncompiled"], rows))
 
+
 if __name__ == "__main__":
     main()

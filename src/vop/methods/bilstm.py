@@ -18,6 +18,7 @@ docs/performance.md, section 4.) ``tests/test_bilstm.py`` holds both paths to nn
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -28,17 +29,14 @@ from torch import nn
 _NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
-def _fused(x: torch.Tensor, weights: list[torch.Tensor], train: bool) -> torch.Tensor:
-    """PyTorch's fused LSTM kernel on the eight tensors in nn.LSTM's order."""
-    h0 = x.new_zeros(2, x.shape[0], weights[1].shape[1])
-    if weights[0].is_cuda and weights[0].dtype == torch.bfloat16:
-        # PyTorch does not lay out bf16 weights for cuDNN (cudnn.is_acceptable refuses the
-        # dtype; nn.LSTM alike), so cuDNN compacts them at each call and warns each time:
-        # 19 MB at the default size, small against the image tower (bf16 is inference here).
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-            return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)[0]
-    return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, train, True, True)[0]
+@contextlib.contextmanager
+def _quiet_compaction():
+    """PyTorch does not lay out bf16 weights for cuDNN (cudnn.is_acceptable refuses the
+    dtype; nn.LSTM alike), so cuDNN compacts them at each call and warns each time: 19 MB
+    at the default size, small against the image tower (bf16 is inference here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        yield
 
 
 class BiLSTM(nn.Module):
@@ -67,10 +65,13 @@ class BiLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"expected [batch, steps, {self.input_size}], got shape {tuple(x.shape)}")
-        weights = list(self.parameters())  # nn.LSTM's flat-weights order
         if torch.compiler.is_compiling():
             return self.unrolled(x)
-        return _fused(x, weights, self.training)
+        weights = list(self.parameters())  # nn.LSTM's flat-weights order
+        h0 = x.new_zeros(2, x.shape[0], self.hidden_size)
+        compacted = weights[0].is_cuda and weights[0].dtype == torch.bfloat16
+        with _quiet_compaction() if compacted else contextlib.nullcontext():
+            return torch.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, True, True)[0]
 
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)

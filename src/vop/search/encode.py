@@ -170,8 +170,8 @@ def _prefetch(items: list, fn: Callable, workers: int, ahead: int) -> Iterator[t
 
 def video_encoder(model, config: EncodeConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """Normalised fp32 frames ``[B, F, 3, R, R]`` -> embeddings ``[B, D]`` (fp32), in the
-    config's precision, compiled if asked. ``model`` itself is left as it is (bf16 runs a
-    copy). Compiled, every call gets ``batch_size`` videos (a short last batch is padded),
+    config's precision, compiled if asked. ``model`` itself is left as it is (a model in
+    another dtype is cast as a copy; the CLI casts its own model first). Compiled, every call gets ``batch_size`` videos (a short last batch is padded),
     so the encoder compiles once."""
     dtype = PRECISIONS[config.precision]
     if dtype != next(model.parameters()).dtype:
