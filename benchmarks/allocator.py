@@ -34,7 +34,7 @@ def child(args) -> None:
 
     if args.tuned:
         assert common.tune_glibc_malloc(), "not glibc"
-    model = vop.methods.create("vop", vop.backbone.load(args.backbone))
+    model = vop.create("vop", vop.backbone.load(args.backbone))
     low = copy.deepcopy(model).to(torch.bfloat16).eval()
     g = torch.Generator().manual_seed(0)
     frames = common.fake_frames(args.batch, 12, model.clip.config.image_resolution, g)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = p.parse_args(argv)
     device = common.start(args)
-    model = vop.methods.create("vop-c", vop.backbone.load(args.backbone)).to(device)
+    model = vop.create("vop-c", vop.backbone.load(args.backbone)).to(device)
     fp, cfg = model.frame_prompts, model.clip.config
     block = model.clip.visual.blocks[0]
     b, f, w = args.batch, args.frames, cfg.vision_width

@@ -156,7 +156,7 @@ def loader_waits(paths: list[Path], cache, args) -> list[tuple[str, float, float
     from vop.train.batches import CaptionVideoDataset, EpochSampler, make_loader, timed_batches, wait_fraction
     from vop.train.loss import SymmetricInfoNCE
 
-    model = vop.methods.create("vop", vop.backbone.load(args.backbone)).train()
+    model = vop.create("vop", vop.backbone.load(args.backbone)).train()
     loss_fn = SymmetricInfoNCE()
     optimizer = torch.optim.AdamW(list(model.trainable_parameters().values()), lr=1e-4)
     ids = model.tokenize(["a caption of about ten words describing what happens in it"] * args.batch)

@@ -85,7 +85,7 @@ def measure(name: str, args, batches: list[int], device: torch.device, rows: lis
     """Time the paths of method ``name`` at every batch size, with the matrix-product peaks in
     the same rounds; append rows and results."""
     options = {"num_frames": args.frames} if args.frames != 12 else {}
-    model = vop.methods.create(name, vop.backbone.load(args.backbone), **options).to(device).eval()
+    model = vop.create(name, vop.backbone.load(args.backbone), **options).to(device).eval()
     low = copy.deepcopy(model).to(torch.bfloat16)
     for batch in batches:
         g = torch.Generator().manual_seed(batch)

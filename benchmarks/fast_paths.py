@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
           f"bf16 min cosine to the reference {cos:.6f}")
 
     if args.model:
-        model = vop.methods.create("vop", clip)
+        model = vop.create("vop", clip)
         ref_model = to_reference(model)
         params = list(model.parameters()) + list(ref_model.parameters())
         frames = common.fake_frames(1, args.frames, clip.config.image_resolution, torch.Generator().manual_seed(0))

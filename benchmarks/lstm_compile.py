@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backend", default="inductor", help="torch.compile backend ('eager': Dynamo only, for a smoke run)")
     args = p.parse_args(argv)
     device = common.start(args)
-    model = vop.methods.create(args.method, vop.backbone.load(args.backbone)).to(device).eval()
+    model = vop.create(args.method, vop.backbone.load(args.backbone)).to(device).eval()
     low = model.to(torch.bfloat16)
     before = with_nn_lstm(low)
     g = torch.Generator().manual_seed(0)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     device = common.start(args)
     rows = []
     for name in args.methods.split(","):
-        model = vop.methods.create(name, vop.backbone.load(args.backbone)).to(device)
+        model = vop.create(name, vop.backbone.load(args.backbone)).to(device)
         params = list(model.trainable_parameters().values())
         g = torch.Generator().manual_seed(0)
         for q in params:

@@ -28,7 +28,7 @@ def run_one(method: str, seed: int, steps: int, out_root: Path, overrides: list[
     from vop.backbone import load
     from vop.demo import synthetic_config
     from vop.eval.evaluate import evaluate
-    from vop.methods import create
+    from vop.model import create
     from vop.train.trainer import Trainer
 
     extra = [f"runtime.seed={seed}", f"optim.max_steps={steps}", "runtime.progress=false",

@@ -117,7 +117,7 @@ def make_optimizer(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
 
 def build(name: str, clip: torch.nn.Module, args, device: torch.device, dtype: torch.dtype) -> Trainer:
     options = {"num_frames": args.frames} if args.frames != 12 else {}
-    model = vop.methods.create(name, clip, **options).to(device)
+    model = vop.create(name, clip, **options).to(device)
     model.train()
     if getattr(args, "checkpointing", False) and name != "full":
         model.gradient_checkpointing = True  # recompute blocks in backward (full stays plain)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     def pair(name: str, backbone) -> tuple:
-        model = vop.methods.create(name, backbone, num_frames=args.frames).to(device)
+        model = vop.create(name, backbone, num_frames=args.frames).to(device)
         plain = copy.deepcopy(model)
         plain.skip_unread_tokens = False
         ids = common.fake_ids(args.batch, model.caption_length, words=args.words,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import vop
 import vop.methods as methods
 from vop.methods.bilstm import BiLSTM
 
@@ -113,7 +114,7 @@ def test_every_methods_video_encoder_traces_to_one_graph(name, clip, frames):
     """A graph break inside the image tower's layer loop makes torch.compile skip the
     whole tower (nn.LSTM did that to vop-c / vop-fc); fullgraph=True turns one into an error."""
     torch._dynamo.reset()
-    model = methods.create(name, clip).eval()
+    model = vop.create(name, clip).eval()
     with torch.inference_mode():
         expected = model.encode_video(frames)
         out = torch.compile(model.encode_video, fullgraph=True, backend="eager")(frames)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import vop
 import vop.methods as methods
 from vop.configio import ConfigError, apply_overrides, load_yaml
 from vop.train.config import TrainConfig, load_train_config

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import vop.backbone as backbone
+import vop
 import vop.methods as methods
 from vop.train.loss import SymmetricInfoNCE
 
@@ -30,7 +31,7 @@ def _free_port() -> int:
 
 
 def _model():
-    return methods.create("vop-fc", backbone.load("tiny"), num_frames=4)
+    return vop.create("vop-fc", backbone.load("tiny"), num_frames=4)
 
 
 def _worker(rank: int, port: int, folder: str) -> None:
@@ -45,7 +46,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
     from vop.train.config import TrainConfig
 
     # 1. Loss and gradients with this rank holding half of the batch.
-    info = distributed.init_from_env("cpu")
+    info = __import__("vop.runtime", fromlist=["x"]).init_distributed("cpu")
     inputs = torch.load("inputs.pt")
     model = _model()
     model.load_trainable_state_dict(inputs["weights"])

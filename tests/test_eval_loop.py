@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vop.backbone as backbone
+import vop
 import vop.methods as methods
 from vop.data.sources import FileVideoSource
 from vop.data.transforms import MEAN, STD, VideoTransform, normalize
@@ -57,7 +58,7 @@ def _split(source, captions_per_video: int = 2) -> RetrievalSplit:
 
 @pytest.fixture(scope="module")
 def model():
-    return methods.create("vop", backbone.load("tiny"), num_frames=NUM_FRAMES).eval()
+    return vop.create("vop", backbone.load("tiny"), num_frames=NUM_FRAMES).eval()
 
 
 def _embeddings(model, split, videos):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import vop
 import vop.methods as methods
 from vop.backbone import layers
 from vop.backbone.reference import ReferenceLayerNorm, ReferenceQuickGELU, to_reference
@@ -117,7 +118,7 @@ def test_block_matches_reference_and_saves_less(clip, frozen):
 
 @pytest.mark.parametrize("name", ["vop", "vop-fc", "full"])
 def test_model_gradients_match_reference_with_and_without_checkpointing(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     ref = to_reference(model)
     ids = model.tokenize(["a red circle", "an empty scene"])
 
@@ -170,7 +171,7 @@ def test_block_drop_equals_the_full_block_without_those_rows(clip, drop):
 
 @pytest.mark.parametrize("name", ALL)
 def test_skipping_unread_rows_keeps_every_methods_embeddings(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     ids = model.tokenize(["a red circle moves to the right", "an empty scene", "two squares"])
     plain = copy.deepcopy(model)
     plain.skip_unread_tokens = False
@@ -183,7 +184,7 @@ def test_skipping_unread_rows_keeps_every_methods_embeddings(name, clip, frames)
 
 @pytest.mark.parametrize("name", ["vop", "vop-f", "visual-prompt"])
 def test_skipping_unread_rows_saves_activations(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     plain = copy.deepcopy(model)
     plain.skip_unread_tokens = False
     params = list(model.parameters()) + list(plain.parameters())
@@ -192,7 +193,7 @@ def test_skipping_unread_rows_saves_activations(name, clip, frames):
 
 # -- checkpointing part of the image tower -------------------------------------------------
 def test_checkpointing_the_first_image_blocks_keeps_gradients_and_saves_in_between(clip, frames):
-    model = methods.create("vop", clip)
+    model = vop.create("vop", clip)
     ids = model.tokenize(["a red circle", "an empty scene"])
 
     def run(m):
@@ -216,7 +217,7 @@ def test_checkpointing_the_first_image_blocks_keeps_gradients_and_saves_in_betwe
 # -- bf16 encoding -----------------------------------------------------------------------
 @pytest.mark.parametrize("name", ALL)
 def test_bf16_encoding_agrees_with_fp32(name, clip, frames):
-    model = methods.create(name, clip).eval()
+    model = vop.create(name, clip).eval()
     ids = model.tokenize(["a red circle moves to the right", "an empty scene"])
     low = copy.deepcopy(model).to(torch.bfloat16)
     with torch.inference_mode():
@@ -231,7 +232,7 @@ def test_bf16_encoding_agrees_with_fp32(name, clip, frames):
 
 @pytest.mark.parametrize("name", ["vop", "vop-c", "vop-fc", "adapter-ffn"])
 def test_bf16_autocast_training_step_touches_only_trainable(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     ids = model.tokenize(["a red circle", "an empty scene"])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         video, text, scale = model(frames, ids)

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vop.backbone as backbone
+import vop
 import vop.methods as methods
 
 ALL = methods.names()
@@ -25,7 +26,7 @@ def _loss(model, frames):
 
 @pytest.mark.parametrize("name", ALL)
 def test_shapes(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     video, text, scale = model(frames, model.tokenize(CAPTIONS))
     assert video.shape == (2, 64) and text.shape == (2, 64) and scale.ndim == 0
     torch.testing.assert_close(video.norm(dim=-1), torch.ones(2))
@@ -34,7 +35,7 @@ def test_shapes(name, clip, frames):
 
 @pytest.mark.parametrize("name", ALL)
 def test_gradients_reach_exactly_the_trainable_parameters(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     trainable = model.trainable_parameters()
     if name == "zero-shot":
         assert not trainable
@@ -51,7 +52,7 @@ def test_gradients_reach_exactly_the_trainable_parameters(name, clip, frames):
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in ("zero-shot", "full")])
 def test_optimizer_step_leaves_frozen_backbone_bitwise_unchanged(name, clip, frames):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     trainable = model.trainable_parameters()
     frozen = {n: t.clone() for n, t in model.state_dict().items() if n not in trainable}
     before = {n: p.detach().clone() for n, p in trainable.items()}
@@ -68,12 +69,12 @@ def test_optimizer_step_leaves_frozen_backbone_bitwise_unchanged(name, clip, fra
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "zero-shot"])
 def test_state_round_trip(name, clip, frames, tmp_path):
-    model = methods.create(name, clip)
+    model = vop.create(name, clip)
     with torch.no_grad():
         for p in model.trainable_parameters().values():
             p.add_(torch.randn_like(p) * 0.05)
     save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()}, tmp_path / "m.safetensors")
-    fresh = methods.create(name, backbone.load("tiny"))
+    fresh = vop.create(name, backbone.load("tiny"))
     fresh.load_trainable_state_dict(load_file(tmp_path / "m.safetensors"))
     ids = model.tokenize(CAPTIONS)
     with torch.no_grad():
@@ -92,7 +93,7 @@ def _zero_prompt_options(name: str, layers: int) -> dict:
 
 @pytest.mark.parametrize("name", PROMPTED)
 def test_zero_length_prompts_reproduce_plain_clip(name, clip, frames):
-    model = methods.create(name, clip, **_zero_prompt_options(name, clip.config.vision_layers))
+    model = vop.create(name, clip, **_zero_prompt_options(name, clip.config.vision_layers))
     ids = model.tokenize(CAPTIONS)
     with torch.no_grad():
         plain_frames = clip.encode_image(frames.flatten(0, 1)).view(2, 12, -1)
@@ -111,17 +112,17 @@ def test_zero_length_prompts_reproduce_plain_clip(name, clip, frames):
 
 
 def test_vop_f_with_all_layers_intra_frame_equals_vop(clip, frames):
-    vop = methods.create("vop", clip)
-    vop_f = methods.create("vop-f", clip, intra_layers=clip.config.vision_layers)
+    plain = vop.create("vop", clip)
+    vop_f = vop.create("vop-f", clip, intra_layers=clip.config.vision_layers)
     with torch.no_grad():
-        vop_f.frame_prompts.prompts_table.copy_(vop.frame_prompts.prompts_table)
-        vop_f.text_prompts.prompts.copy_(vop.text_prompts.prompts)
-        torch.testing.assert_close(vop_f.encode_video(frames), vop.encode_video(frames), rtol=0, atol=0)
+        vop_f.frame_prompts.prompts_table.copy_(plain.frame_prompts.prompts_table)
+        vop_f.text_prompts.prompts.copy_(plain.text_prompts.prompts)
+        torch.testing.assert_close(vop_f.encode_video(frames), plain.encode_video(frames), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", JOINT)
 def test_joint_layers_mix_frames_and_intra_layers_do_not(name, clip, frames):
-    model = methods.create(name, clip)  # K_s = 2 of 3 layers on the tiny backbone
+    model = vop.create(name, clip)  # K_s = 2 of 3 layers on the tiny backbone
     intra = model.joint.intra_layers
     seen = []
     hook = clip.visual.blocks[intra].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
@@ -151,10 +152,10 @@ def test_frame_order_matters_only_through_video_prompts(clip, frames):
     reversed_frames = frames.flip(1)
     with torch.no_grad():
         for name in ("zero-shot", "vop", "adapter-ffn", "partial"):
-            m = methods.create(name, clip)
+            m = vop.create(name, clip)
             assert torch.equal(m.encode_video(frames), m.encode_video(reversed_frames)), name
         for name in ("vop-p", "vop-c", "vop-f"):
-            m = methods.create(name, clip, **({"frame_pos_init_std": 0.5} if name == "vop-f" else {}))
+            m = vop.create(name, clip, **({"frame_pos_init_std": 0.5} if name == "vop-f" else {}))
             assert not torch.allclose(m.encode_video(frames), m.encode_video(reversed_frames), atol=1e-6)
 
 
@@ -162,7 +163,7 @@ def test_parameter_counts_on_vit_b32():
     """The paper's counts (PAPER.md), built on the meta device so no weights are allocated."""
     with torch.device("meta"):
         clip = backbone.CLIP(backbone.ARCHITECTURES["ViT-B-32"])
-        counts = {n: methods.create(n, clip).num_trainable() for n in ALL}
+        counts = {n: vop.create(n, clip).num_trainable() for n in ALL}
     assert counts["vop"] == 122_880
     assert counts["vop-p"] == 528_384
     assert counts["vop-c"] == 14_257_152
@@ -174,21 +175,21 @@ def test_parameter_counts_on_vit_b32():
 
 
 def test_method_needing_frame_count_refuses_another(clip):
-    model = methods.create("vop-p", clip)
+    model = vop.create("vop-p", clip)
     with pytest.raises(ValueError, match="built for 12 frames.*got 8"):
         model.encode_video(torch.zeros(1, 8, 3, 32, 32))
-    methods.create("vop", clip).encode_video(torch.zeros(1, 8, 3, 32, 32))  # any F is fine
+    vop.create("vop", clip).encode_video(torch.zeros(1, 8, 3, 32, 32))  # any F is fine
 
 
 def test_bad_frames_layout_is_named(clip):
-    model = methods.create("vop", clip)
+    model = vop.create("vop", clip)
     with pytest.raises(ValueError, match=r"\(B, F, 3, H, W\)"):
         model.encode_video(torch.zeros(12, 3, 32, 32))
 
 
 def test_unknown_method_and_option():
     with pytest.raises(ValueError, match="known methods: zero-shot, full"):
-        methods.create("vop-x", backbone.load("tiny"))
+        vop.create("vop-x", backbone.load("tiny"))
     with pytest.raises(ValueError, match="do not apply to method 'vop'"):
         methods.make_config("vop", adapter_width=3)
     with pytest.raises(ValueError, match="prompt_init_std must be >= 0"):
@@ -198,12 +199,12 @@ def test_unknown_method_and_option():
 def test_config_round_trip():
     cfg = methods.make_config("vop-fc", intra_layers=4, context_hidden=32)
     assert methods.MethodConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown method option"):
+    with pytest.raises(ValueError, match="do not apply to method"):
         methods.MethodConfig.from_dict({**cfg.to_dict(), "bogus": 1})
 
 
 def test_lr_scales_form_parameter_groups(clip):
-    model = methods.create("vop-fc", clip, frame_pos_lr_scale=20.0, context_lr_scale=0.2)
+    model = vop.create("vop-fc", clip, frame_pos_lr_scale=20.0, context_lr_scale=0.2)
     groups = {g["lr_scale"]: {id(p) for p in g["params"]} for g in model.parameter_groups()}
     assert id(model.joint.frame_pos) in groups[20.0]
     assert id(model.frame_prompts.generate.weight) in groups[0.2]
@@ -212,6 +213,6 @@ def test_lr_scales_form_parameter_groups(clip):
 
 
 def test_adapter_starts_as_identity(clip, frames):
-    zs, ad = methods.create("zero-shot", clip), methods.create("adapter-ffn", clip)
+    zs, ad = vop.create("zero-shot", clip), vop.create("adapter-ffn", clip)
     with torch.no_grad():
         torch.testing.assert_close(ad.encode_video(frames), zs.encode_video(frames), rtol=0, atol=0)

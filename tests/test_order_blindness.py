@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vop.backbone as backbone
+import vop
 import vop.methods as methods
 from vop.data.datasets import open_split
 from vop.eval.evaluate import evaluate
@@ -22,7 +23,7 @@ def test_split():
 
 def _perturbed(name):
     torch.manual_seed(0)
-    model = methods.create(name, backbone.load("tiny-synthetic-arch"))
+    model = vop.create(name, backbone.load("tiny-synthetic-arch"))
     with torch.no_grad():  # stands in for training: any values of the trainable tensors
         for p in model.trainable_parameters().values():
             p.add_(torch.randn_like(p) * 0.05)

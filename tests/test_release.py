@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vop
 import vop.methods as methods
-from vop.backbone import import_modelscope
-from vop.backbone.release import export_modelscope
+from vop.model.modelscope import import_modelscope
+from vop.model.modelscope import export_modelscope
 
 
 def _reference_text(clip, prompts, ids, n_pre=4):
@@ -30,7 +31,7 @@ def _reference_text(clip, prompts, ids, n_pre=4):
 
 @pytest.fixture
 def release(clip, tmp_path):
-    model = methods.create("vop", clip, text_prompt_layout="reference")
+    model = vop.create("vop", clip, text_prompt_layout="reference")
     with torch.no_grad():
         model.text_prompts.prompts.normal_(std=0.5)
     path = tmp_path / "VoP_msrvtt9k.pth"
@@ -71,7 +72,7 @@ def test_reference_slots_and_readout(release):
 
 
 def test_prefix_layout_is_the_default(clip):
-    model = methods.create("vop", clip)
+    model = vop.create("vop", clip)
     ids = model.tokenize(["a cat"])
     x = model.text_prompts.insert(model.clip.embed_tokens(ids))
     assert torch.equal(x[0, 1:9], model.text_prompts.prompts[0])

@@ -70,7 +70,7 @@ def test_embeddings_match_encoding_the_frames_directly(built):
 
     videos, index, _ = built
     stored = read_index(index)
-    model = vop.methods.create("zero-shot", vop.backbone.load("tiny")).eval()
+    model = vop.create("zero-shot", vop.backbone.load("tiny")).eval()
     frames, _ = sample_frames(videos / stored.records[0].path, 12)
     with torch.inference_mode():
         want = model.encode_video(normalize(resize_center_crop(frames, 32))[None])[0].numpy()
@@ -253,7 +253,7 @@ def _rank_main(rank: int, world: int, port: int, videos: str, out: str) -> None:
 
     from vop.search.encode import EncodeConfig, encode_collection
     from vop.search.method import load_method
-    from vop.train.distributed import init_from_env
+    from vop.runtime import init_distributed as init_from_env
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),

@@ -53,12 +53,12 @@ def save_prompts(path: Path, seed: int = 0, method: str = "vop") -> Path:
 
     import vop.backbone
     import vop.methods
-    from vop.train.checkpoint import save_checkpoint
+    from vop.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     clip = vop.backbone.load("tiny")
     start = vop.backbone.identity(clip)  # before training changes any backbone tensor
-    model = vop.methods.create(method, clip)
+    model = vop.create(method, clip)
     with torch.no_grad():
         for p in model.trainable_parameters().values():
             p.add_(0.1 * torch.randn_like(p))  # "trained": differs from the shared backbone

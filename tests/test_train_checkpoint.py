@@ -11,17 +11,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vop.backbone as backbone
+import vop
 import vop.methods as methods
-import vop.train.checkpoint as ckpt
+import vop.checkpoint as ckpt
 from vop.backbone.clip import CLIP
-from vop.train.checkpoint import CheckpointMismatch, load_checkpoint, load_state, read_meta, save_checkpoint
+from vop.checkpoint import CheckpointMismatch, load_checkpoint, load_state, read_meta, save_checkpoint
 
 CAPTIONS = ["a red circle moves to the right", "a blue square grows"]
 
 
 def _trained(name: str = "vop-fc", seed: int = 1):
     """A method on the tiny backbone whose trainable tensors are far from their init."""
-    model = methods.create(name, backbone.load("tiny"), num_frames=4)
+    model = vop.create(name, backbone.load("tiny"), num_frames=4)
     model.start_identity = backbone.identity(model.clip)  # before "training" (subset baselines change it)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

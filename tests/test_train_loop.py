@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vop.train.checkpoint import load_checkpoint, read_meta
+from vop.checkpoint import load_checkpoint, read_meta
 from vop.train.config import TrainConfig
 from vop.train.trainer import Trainer, TrainingDiverged
 

@@ -1,14 +1,19 @@
 """vop: text-video retrieval by co-operative prompt tuning of a frozen CLIP.
 
+>>> import vop
+>>> model = vop.create("vop-fc", "tiny")             # a method on a backbone
+>>> model = vop.load("runs/synthetic/vop-fc/checkpoints/best")  # doctest: +SKIP
+
 Importing the package has no side effects: no files are read and no models are built
-until a function asks for them.
+until a function asks for them, and the submodules behind these names are imported on
+first use.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from vop._version import __version__
 
-__all__ = ["tokenize", "__version__"]
+__all__ = ["create", "import_modelscope", "load", "tokenize", "__version__"]
 
 
 def tokenize(texts, context_length: int = 77, truncate: bool = True):
@@ -16,3 +21,27 @@ def tokenize(texts, context_length: int = 77, truncate: bool = True):
     from vop.backbone.tokenizer import tokenize as _tokenize
 
     return _tokenize(texts, context_length=context_length, truncate=truncate)
+
+
+def create(method: str, backbone, **options):
+    """Method ``method`` on ``backbone`` (a CLIP or a source for ``vop.backbone.load``);
+    see :func:`vop.model.factory.create`."""
+    from vop.model.factory import create as _create
+
+    return _create(method, backbone, **options)
+
+
+def load(checkpoint, *, backbone=None):
+    """A trained method from a checkpoint folder written by ``vop train``; see
+    :func:`vop.checkpoint.load_model`."""
+    from vop.checkpoint import load_model
+
+    return load_model(checkpoint, backbone=backbone)
+
+
+def import_modelscope(path, **kwargs):
+    """The ModelScope ``VoP_msrvtt9k.pth`` release as method ``vop``; see
+    :mod:`vop.model.modelscope`."""
+    from vop.model.modelscope import import_modelscope as _import
+
+    return _import(path, **kwargs)

@@ -31,7 +31,7 @@ def _params_args(p: argparse.ArgumentParser) -> None:
 
 @command("params", "print every method's trainable parameters")(_params_args)
 def _params(args: argparse.Namespace) -> int:
-    from vop.methods.accounting import count_parameters, format_table
+    from vop.model.accounting import count_parameters, format_table
 
     print(format_table(count_parameters(args.backbone, num_frames=args.num_frames)))
     return 0
@@ -92,11 +92,11 @@ def _eval(args: argparse.Namespace) -> int:
     from vop.data.datasets import open_split
     from vop.eval.evaluate import evaluate
     from vop.train.config import TrainConfig
-    from vop.train.trainer import resolve_device
+    from vop.runtime import resolve_device
 
     data = load_yaml(args.data) if args.data else {}
     if args.checkpoint != "zero-shot":
-        from vop.train.checkpoint import load_checkpoint, read_meta
+        from vop.checkpoint import load_checkpoint, read_meta
 
         meta = read_meta(args.checkpoint)
         data.setdefault("data", meta.get("data", {}))
@@ -106,10 +106,9 @@ def _eval(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(apply_overrides(data, args.overrides + (
         [f"backbone={args.backbone}"] if args.backbone else [])))
     if args.checkpoint == "zero-shot":
-        import vop.backbone
-        import vop.methods
+        from vop.model import create
 
-        model = vop.methods.create("zero-shot", vop.backbone.load(config.backbone))
+        model = create("zero-shot", config.backbone)
     d = config.data
     device = resolve_device(config.runtime.device)
     split_name = args.split or d.test_split
@@ -252,20 +251,17 @@ def _encode_args(p: argparse.ArgumentParser) -> None:
 @command("encode", "encode a folder of videos into a search index (incremental; torchrun for several processes)")(
     _encode_args)
 def _encode(args: argparse.Namespace) -> int:
-    from vop.search.encode import PRECISIONS, EncodeConfig, encode_collection
+    from vop.runtime import WEIGHT_DTYPES, setup
+    from vop.search.encode import EncodeConfig, encode_collection
     from vop.search.method import load_method
-    from vop.train.distributed import init_from_env
 
-    device = args.device
-    dist = init_from_env(device)
-    if dist.enabled and device.startswith("cuda"):
-        device = f"cuda:{dist.local_rank}"
+    device, dist = setup(args.device)
     config = EncodeConfig(batch_size=args.batch, num_frames=args.num_frames, workers=args.workers, device=device,
                           progress=not args.quiet, rebuild=args.rebuild, precision=args.precision,
                           compile=args.compile)
     model, identity = load_method(args.checkpoint, args.backbone)
     # Cast here, in place: encode_collection would otherwise keep this fp32 model and a bf16 copy.
-    model = model.to(device=device, dtype=PRECISIONS[args.precision])
+    model = model.to(device=device, dtype=WEIGHT_DTYPES[args.precision])
     report = encode_collection(args.video_dir, args.out, model, identity, config, dist=dist)
     if dist.is_main:
         print(report.summary())
@@ -355,7 +351,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vop import __version__
+    from vop._version import __version__
 
     parser = argparse.ArgumentParser(prog="vop", description="Text-video retrieval by prompt tuning a frozen CLIP (VoP).")
     parser.add_argument("--version", action="version", version=f"vop {__version__}")

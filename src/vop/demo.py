@@ -64,7 +64,7 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
     from vop.backbone import load
     from vop.data.datasets import open_split
     from vop.eval.evaluate import evaluate
-    from vop.methods import create
+    from vop.model import create
     from vop.train.trainer import Trainer
 
     out_dir = Path(out_dir or demo_home())

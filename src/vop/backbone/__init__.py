@@ -1,5 +1,5 @@
 """The frozen CLIP backbone: architecture configs, the model, loaders for the checkpoints
-users bring, the BPE tokenizer, and the import of the ModelScope VoP release."""
+users bring, and the BPE tokenizer. It knows nothing of methods, data or training."""
 
 from __future__ import annotations
 
@@ -9,11 +9,4 @@ from vop.backbone.identity import fingerprint, identity
 from vop.backbone.load import from_state_dict, load
 
 __all__ = ["ARCHITECTURES", "CLIP", "CLIPConfig", "fingerprint", "from_state_dict", "identity",
-           "import_modelscope", "infer_config", "load"]
-
-
-def import_modelscope(path, **kwargs):
-    """Load the ModelScope ``VoP_msrvtt9k.pth`` release; see :mod:`vop.backbone.release`."""
-    from vop.backbone.release import import_modelscope as _import
-
-    return _import(path, **kwargs)
+           "infer_config", "load"]

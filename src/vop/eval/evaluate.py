@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 
 import torch
 from tqdm.auto import tqdm
@@ -12,15 +11,9 @@ from tqdm.auto import tqdm
 from vop.data.transforms import VideoTransform, normalize
 from vop.data.types import RetrievalSplit, VideoReadError
 from vop.eval.metrics import chunked_similarity_metrics, pair_accuracy
+from vop.runtime import autocast
 
 log = logging.getLogger(__name__)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.inference_mode()

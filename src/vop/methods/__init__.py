@@ -1,13 +1,16 @@
-"""Tuning methods: the paper's baselines, ablations and VoP variants, by name.
+"""Tuning methods: the paper's baselines, ablations and VoP variants, by name. This layer
+holds the mechanisms and the registry of specs; :func:`vop.create` builds a method on a
+backbone.
 
->>> import vop.backbone, vop.methods
->>> clip = vop.backbone.load("tiny")
->>> model = vop.methods.create("vop-fc", clip)
+>>> import vop
+>>> model = vop.create("vop-fc", "tiny")
 """
 
 from __future__ import annotations
 
 from vop.methods.config import MethodConfig
-from vop.methods.registry import MethodSpec, create, from_config, get, make_config, names, register
+from vop.methods.mechanism import Mechanism, Options, Part
+from vop.methods.registry import MethodSpec, canonical, get, make_config, names, register, unregister
 
-__all__ = ["MethodConfig", "MethodSpec", "create", "from_config", "get", "make_config", "names", "register"]
+__all__ = ["Mechanism", "MethodConfig", "MethodSpec", "Options", "Part", "canonical", "get", "make_config",
+           "names", "register", "unregister"]

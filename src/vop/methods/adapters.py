@@ -3,10 +3,23 @@ towers, applied to the attention or the MLP branch before it joins the residual.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from vop.methods.mechanism import Mechanism, Options, Part, check_at_least
+
 POSITIONS = ("attn", "mlp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterOptions(Options):
+    adapter_width: int = 64  # bottleneck width of adapters
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "adapter_width")
 
 
 class Adapter(nn.Module):
@@ -23,8 +36,10 @@ class Adapter(nn.Module):
         return h + self.up(torch.relu(self.down(h)))
 
 
-class Adapters(nn.Module):
+class Adapters(Mechanism):
     """``visual[i]`` and ``text[i]``: the adapter of layer ``i`` of each tower."""
+
+    slot, role = "adapters", "hooks"
 
     def __init__(self, vision_width: int, vision_layers: int, text_width: int, text_layers: int,
                  bottleneck: int, position: str):
@@ -39,3 +54,15 @@ class Adapters(nn.Module):
         """Keyword arguments for ``ResidualAttentionBlock.forward``."""
         adapter = (self.visual if tower == "visual" else self.text)[layer]
         return {"post_attn": adapter} if self.position == "attn" else {"post_mlp": adapter}
+
+
+def _adapters(position: str) -> Part:
+    def build(clip, cfg: AdapterOptions) -> Adapters:
+        c = clip.config
+        return Adapters(c.vision_width, c.vision_layers, c.transformer_width, c.transformer_layers,
+                        cfg.adapter_width, position)
+    return Part(f"{position} adapters", AdapterOptions, build, init_order=3)
+
+
+ATTN_ADAPTERS = _adapters("attn")
+MLP_ADAPTERS = _adapters("mlp")

@@ -1,84 +1,82 @@
-"""The typed configuration of a tuning method: every option with the paper's value as its
-default. One dataclass serves all methods; the registry says which options a method
-takes, so a misspelt or inapplicable option fails loudly."""
+"""A method's typed configuration: its name, the frame count, and the options of each of
+its mechanisms, composed from the mechanisms' own option dataclasses (PEFT style: the
+options of context prompts live in ``context_prompts.py``, next to the module).
+
+``MethodConfig`` is the common base; the registry composes one frozen dataclass per method
+(``config_class(name)``), so a method accepts exactly the options its parts read and a
+misspelt or inapplicable option fails loudly. Configs round-trip through ``to_dict`` /
+``MethodConfig.from_dict`` (the form stored in checkpoints and indexes).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import dataclasses
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-TEXT_LAYOUTS = ("prefix", "reference")
+from vop.defaults import NUM_FRAMES
+from vop.methods.mechanism import Options, check_at_least
+
+# Checkpoints and indexes written before per-method options (one flat config for every
+# method) record every option, applicable or not, at these values. Reading one drops the
+# options the method does not take (they never changed its model).
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "text_prompt_length": 8, "text_prompt_layout": "prefix", "visual_prompt_length": 8,
+    "specific_prompt_length": 4, "prompt_depth": None, "intra_layers": None, "video_prompt_length": 8,
+    "context_hidden": None, "adapter_width": 64, "prompt_init_std": 0.02, "frame_pos_init_std": 0.02,
+    "frame_pos_lr_scale": 1.0, "context_lr_scale": 1.0, "bias_include_norm": False,
+}
 
 
-@dataclass(frozen=True)
-class MethodConfig:
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig(Options):
     method: str  # registry name, e.g. "vop-fc"
-    num_frames: int = 12  # frames per video; fixes the size of frame-position tables
-    text_prompt_length: int = 8  # deep text prompt tokens per layer
-    text_prompt_layout: str = "prefix"  # "prefix" (paper) or "reference" (ModelScope release quirks)
-    visual_prompt_length: int = 8  # prompt tokens per frame per intra-frame layer
-    specific_prompt_length: int = 4  # of those, position- (vop-p) or context-specific (vop-c)
-    prompt_depth: int | None = None  # fresh prompts in the first d layers (None: every layer)
-    intra_layers: int | None = None  # K_s for vop-f*: intra-frame layers (None: 2/3 of the depth)
-    video_prompt_length: int = 8  # video-level prompts per joint layer (vop-f*)
-    context_hidden: int | None = None  # BiLSTM hidden size per direction (None: image width)
-    adapter_width: int = 64  # bottleneck width of adapters
-    prompt_init_std: float = 0.02  # normal init of every prompt table
-    frame_pos_init_std: float = 0.02  # normal init of vop-f's frame positional embedding (0: zeros)
-    frame_pos_lr_scale: float = 1.0  # learning-rate multiplier of the frame positional embedding
-    context_lr_scale: float = 1.0  # learning-rate multiplier of the context module (BiLSTM + FC)
-    bias_include_norm: bool = False  # "bias": also train LayerNorm biases (BitFit proper)
+    num_frames: int = NUM_FRAMES  # frames per video; fixes the size of frame-position tables
 
     def __post_init__(self) -> None:
-        for name in ("num_frames",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("text_prompt_length", "visual_prompt_length", "specific_prompt_length",
-                     "video_prompt_length", "adapter_width"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.text_prompt_layout not in TEXT_LAYOUTS:
-            raise ValueError(f"text_prompt_layout must be one of {TEXT_LAYOUTS}, got {self.text_prompt_layout!r}")
-        if self.prompt_depth is not None and self.prompt_depth < 0:
-            raise ValueError(f"prompt_depth must be >= 0, got {self.prompt_depth}")
-        if self.intra_layers is not None and self.intra_layers < 0:
-            raise ValueError(f"intra_layers must be >= 0, got {self.intra_layers}")
-        if self.context_hidden is not None and self.context_hidden < 1:
-            raise ValueError(f"context_hidden must be >= 1, got {self.context_hidden}")
-        for name in ("prompt_init_std", "frame_pos_init_std", "frame_pos_lr_scale", "context_lr_scale"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        super().__post_init__()
+        check_at_least(self, 1, "num_frames")
 
-    @property
-    def shared_prompt_length(self) -> int:
-        """Prompts shared by all frames in the vop-p / vop-c intra-frame layers."""
-        if self.specific_prompt_length > self.visual_prompt_length:
-            raise ValueError(
-                f"specific_prompt_length ({self.specific_prompt_length}) cannot exceed "
-                f"visual_prompt_length ({self.visual_prompt_length})"
-            )
-        return self.visual_prompt_length - self.specific_prompt_length
-
-    def resolved_intra_layers(self, depth: int) -> int:
-        """K_s: the paper's 8 of 12, i.e. 2/3 of the image tower unless set."""
-        k = round(2 * depth / 3) if self.intra_layers is None else self.intra_layers
-        if k > depth:
-            raise ValueError(f"intra_layers={k} exceeds the image tower's {depth} layers")
-        return k
-
-    def resolved_depth(self, layers: int) -> int:
-        return layers if self.prompt_depth is None else min(self.prompt_depth, layers)
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options this config class takes (``num_frames`` included, ``method`` not)."""
+        return [f.name for f in fields(cls) if f.name != "method"]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {"method": self.method}
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "method"})
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MethodConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown method option(s) {unknown}; known: {sorted(known - {'method'})}")
-        return cls(**data)
+        """The config of ``data["method"]`` (any registered method) from its dict form."""
+        from vop.methods.registry import make_config
+
+        if not isinstance(data, Mapping) or not isinstance(data.get("method"), str):
+            raise ValueError(f"a method config must be a mapping with a 'method' name, got {data!r}")
+        options = {k: v for k, v in data.items() if k != "method"}
+        return make_config(data["method"], _legacy=True, **options)
 
     def updated(self, **changes: Any) -> "MethodConfig":
         return replace(self, **changes)
+
+
+def compose(name: str, parts_options: list[type[Options]]) -> type[MethodConfig]:
+    """One frozen dataclass inheriting ``MethodConfig`` and every part's options class.
+    Parts that share an option (``prompt_depth``) share it through a common base class."""
+    bases: list[type] = [MethodConfig]
+    for options in parts_options:
+        if options is not Options and not any(issubclass(b, options) for b in bases):
+            bases = [b for b in bases if not issubclass(options, b) or b is MethodConfig] + [options]
+    seen: dict[str, Any] = {}
+    for base in bases:
+        for f in fields(base):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.name in seen and seen[f.name] != default:
+                raise ValueError(f"method {name!r}: option {f.name!r} has two different defaults in its parts")
+            seen[f.name] = default
+    class_name = "".join(w.capitalize() for w in name.replace("_", "-").split("-")) + "Config"
+    try:
+        return dataclasses.make_dataclass(class_name, [], bases=tuple(bases), frozen=True, kw_only=True)
+    except TypeError as exc:  # an inconsistent MRO: two parts' options classes conflict
+        raise ValueError(f"method {name!r}: its parts' option classes cannot be combined ({exc})") from exc

@@ -6,11 +6,26 @@ prompts. The module is shared across layers; the generated tokens only feed the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from vop.methods.bilstm import BiLSTM
 from vop.methods.frame_prompts import FramePrompts
+from vop.methods.mechanism import Part, check_at_least
+from vop.methods.position_prompts import SpecificPromptOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContextPromptOptions(SpecificPromptOptions):
+    context_hidden: int | None = None  # BiLSTM hidden size per direction (None: image width)
+    context_lr_scale: float = 1.0  # learning-rate multiplier of the context module (BiLSTM + FC)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, "context_hidden")
+        check_at_least(self, 0, "context_lr_scale")
 
 
 class ContextPrompts(FramePrompts):
@@ -45,3 +60,15 @@ class ContextPrompts(FramePrompts):
 
     def lr_scales(self) -> dict[str, float]:
         return {"context.": self._lr_scale, "generate.": self._lr_scale}
+
+
+def build_context_prompts(clip, cfg: ContextPromptOptions) -> ContextPrompts | None:
+    depth = cfg.resolved_depth(cfg.visual_prompt_layers(clip))
+    if cfg.visual_prompt_length == 0 or depth == 0:
+        return None
+    width = clip.config.vision_width
+    return ContextPrompts(depth, cfg.shared_prompt_length, cfg.specific_prompt_length, width,
+                          cfg.context_hidden or width, cfg.prompt_init_std, cfg.context_lr_scale)
+
+
+CONTEXT_PROMPTS = Part("context-specific prompts", ContextPromptOptions, build_context_prompts, init_order=2)

@@ -8,12 +8,35 @@ carry the previous prompt outputs along.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from vop.methods.mechanism import Mechanism, Part, check_at_least
+from vop.methods.text_prompts import PromptOptions
 
-class FramePrompts(nn.Module):
+
+@dataclass(frozen=True, kw_only=True)
+class VisualPromptOptions(PromptOptions):
+    visual_prompt_length: int = 8  # prompt tokens per frame per intra-frame layer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "visual_prompt_length")
+
+    def visual_prompt_layers(self, clip) -> int:
+        """The image layers that take per-frame prompts: all of them, or the K_s intra-frame
+        layers when the method also regroups frames (VoP^F's joint layers)."""
+        layers = clip.config.vision_layers
+        resolve = getattr(self, "resolved_intra_layers", None)
+        return resolve(layers) if resolve is not None else layers
+
+
+class FramePrompts(Mechanism):
     """Base class: subclasses set ``depth`` and ``length`` and implement ``prompts``."""
+
+    slot, role = "frame_prompts", "frame"
 
     depth: int  # number of (bottom) layers that receive fresh prompts
     length: int  # prompt tokens per frame per layer
@@ -42,3 +65,13 @@ class SharedPrompts(FramePrompts):
     def prompts(self, layer: int, cls: torch.Tensor) -> torch.Tensor:
         b, f, width = cls.shape
         return self.prompts_table[layer].to(cls.dtype).expand(b * f, -1, -1)
+
+
+def build_shared_prompts(clip, cfg: VisualPromptOptions) -> SharedPrompts | None:
+    depth = cfg.resolved_depth(cfg.visual_prompt_layers(clip))
+    if cfg.visual_prompt_length == 0 or depth == 0:
+        return None
+    return SharedPrompts(depth, cfg.visual_prompt_length, clip.config.vision_width, cfg.prompt_init_std)
+
+
+SHARED_PROMPTS = Part("shared visual prompts", VisualPromptOptions, build_shared_prompts, init_order=2)

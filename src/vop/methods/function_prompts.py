@@ -5,12 +5,38 @@ The frozen weights are unchanged; only the grouping of tokens differs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from vop.methods.mechanism import Mechanism, Part, check_at_least
+from vop.methods.text_prompts import InitOptions
 
-class JointFrames(nn.Module):
+
+@dataclass(frozen=True, kw_only=True)
+class JointOptions(InitOptions):
+    intra_layers: int | None = None  # K_s: intra-frame layers (None: 2/3 of the depth)
+    video_prompt_length: int = 8  # video-level prompts per joint layer
+    frame_pos_init_std: float = 0.02  # normal init of the frame positional embedding (0: zeros)
+    frame_pos_lr_scale: float = 1.0  # learning-rate multiplier of the frame positional embedding
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "intra_layers", "video_prompt_length", "frame_pos_init_std", "frame_pos_lr_scale")
+
+    def resolved_intra_layers(self, depth: int) -> int:
+        """K_s: the paper's 8 of 12, i.e. 2/3 of the image tower unless set."""
+        k = round(2 * depth / 3) if self.intra_layers is None else self.intra_layers
+        if k > depth:
+            raise ValueError(f"intra_layers={k} exceeds the image tower's {depth} layers")
+        return k
+
+
+class JointFrames(Mechanism):
     """``frame_pos``: ``[F, width]``; ``video_prompts``: ``[K - K_s, n, width]``."""
+
+    slot, role = "joint", "joint"
 
     def __init__(self, intra_layers: int, total_layers: int, num_frames: int, width: int,
                  num_prompts: int, init_std: float = 0.02, frame_pos_init_std: float = 0.02,
@@ -43,3 +69,13 @@ class JointFrames(nn.Module):
 
     def lr_scales(self) -> dict[str, float]:
         return {"frame_pos": self._frame_pos_lr_scale}
+
+
+def build_joint(clip, cfg: JointOptions) -> JointFrames:
+    layers = clip.config.vision_layers
+    return JointFrames(cfg.resolved_intra_layers(layers), layers, cfg.num_frames, clip.config.vision_width,
+                       cfg.video_prompt_length, cfg.prompt_init_std, cfg.frame_pos_init_std,
+                       cfg.frame_pos_lr_scale)
+
+
+JOINT_FRAMES = Part("joint frames", JointOptions, build_joint, init_order=1)

@@ -3,10 +3,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from vop.methods.frame_prompts import FramePrompts
+from vop.methods.frame_prompts import FramePrompts, VisualPromptOptions
+from vop.methods.mechanism import Part, check_at_least
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecificPromptOptions(VisualPromptOptions):
+    specific_prompt_length: int = 4  # of the visual prompts, position- (vop-p) or context-specific (vop-c)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "specific_prompt_length")
+
+    @property
+    def shared_prompt_length(self) -> int:
+        """Prompts shared by all frames in the vop-p / vop-c intra-frame layers."""
+        if self.specific_prompt_length > self.visual_prompt_length:
+            raise ValueError(
+                f"specific_prompt_length ({self.specific_prompt_length}) cannot exceed "
+                f"visual_prompt_length ({self.visual_prompt_length})"
+            )
+        return self.visual_prompt_length - self.specific_prompt_length
 
 
 class PositionPrompts(FramePrompts):
@@ -26,3 +48,14 @@ class PositionPrompts(FramePrompts):
         shared = self.shared[layer].expand(f, -1, -1)  # [F, n_shared, width]
         per_frame = torch.cat([shared, self.specific[layer]], dim=1).to(cls.dtype)  # [F, n, width]
         return per_frame.expand(b, -1, -1, -1).reshape(b * f, self.length, width)
+
+
+def build_position_prompts(clip, cfg: SpecificPromptOptions) -> PositionPrompts | None:
+    depth = cfg.resolved_depth(cfg.visual_prompt_layers(clip))
+    if cfg.visual_prompt_length == 0 or depth == 0:
+        return None
+    return PositionPrompts(depth, cfg.shared_prompt_length, cfg.specific_prompt_length, cfg.num_frames,
+                           clip.config.vision_width, cfg.prompt_init_std)
+
+
+POSITION_PROMPTS = Part("position-specific prompts", SpecificPromptOptions, build_position_prompts, init_order=2)

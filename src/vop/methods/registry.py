@@ -1,44 +1,68 @@
-"""The registry of tuning methods: each name composes mechanisms into a VideoTextModel.
+"""The registry of tuning methods: each name lists the mechanisms (parts) it is made of.
 
-A new variant is a :func:`register` call with a builder, not a branch in ``forward``.
+A new method built from existing mechanisms is one :func:`register` call; a new mechanism
+is one new file (module, options, :class:`~vop.methods.mechanism.Part`). The model layer
+(:func:`vop.create`) builds a registered method on a backbone.
+
+>>> from vop.methods import register, MethodSpec
+>>> from vop.methods.text_prompts import TEXT_PROMPTS
+>>> register(MethodSpec("my-text-prompts", "deep text prompts", (TEXT_PROMPTS,)))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from vop.backbone.clip import CLIP
-from vop.methods import subsets
-from vop.methods.adapters import Adapters
-from vop.methods.config import MethodConfig
-from vop.methods.context_prompts import ContextPrompts
-from vop.methods.frame_prompts import SharedPrompts
-from vop.methods.function_prompts import JointFrames
-from vop.methods.position_prompts import PositionPrompts
-from vop.methods.text_prompts import DeepTextPrompts
+from vop.methods.adapters import ATTN_ADAPTERS, MLP_ADAPTERS
+from vop.methods.config import LEGACY_DEFAULTS, MethodConfig, compose
+from vop.methods.context_prompts import CONTEXT_PROMPTS
+from vop.methods.frame_prompts import SHARED_PROMPTS
+from vop.methods.function_prompts import JOINT_FRAMES
+from vop.methods.mechanism import Part
+from vop.methods.position_prompts import POSITION_PROMPTS
+from vop.methods.subsets import BIASES, EVERYTHING, PARTIAL, PROJECTIONS_ONLY
+from vop.methods.text_prompts import TEXT_PROMPTS
+
+FAMILIES = ("baseline", "prompt", "ablation")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     summary: str  # one line for `vop params` and the docs
-    build: Callable[[CLIP, MethodConfig], dict]  # -> VideoTextModel keyword arguments
-    options: frozenset[str] = field(default_factory=frozenset)  # MethodConfig fields it reads
+    parts: tuple[Part, ...] = ()  # its mechanisms, in their order in the model
     family: str = "prompt"  # "baseline" | "prompt" | "ablation"
+    # Training defaults of this method (nested like a train config), e.g. its learning rate.
+    # `vop train --method NAME` applies them before the data preset's and the user's settings.
+    recipe: dict = field(default_factory=dict)
+    config_class: type[MethodConfig] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
+        object.__setattr__(self, "config_class", compose(self.name, [p.options for p in self.parts]))
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The options this method takes besides ``num_frames``."""
+        return frozenset(self.config_class.option_names()) - {"num_frames"}
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
+    """Add a method (from inside or outside the package: a plugin registers the same way)."""
     if spec.name in _REGISTRY:
         raise ValueError(f"method {spec.name!r} is already registered")
-    unknown = spec.options - {f.name for f in fields(MethodConfig)}
-    if unknown:
-        raise ValueError(f"method {spec.name!r} declares unknown options {sorted(unknown)}")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a method registered by a plugin (tests)."""
+    _REGISTRY.pop(name, None)
 
 
 def names() -> list[str]:
@@ -52,133 +76,57 @@ def get(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
-def make_config(name: str, **options: Any) -> MethodConfig:
-    """Validate ``options`` against the method and build its config."""
+def make_config(name: str, _legacy: bool = False, **options: Any) -> MethodConfig:
+    """Validate ``options`` against the method and build its config. ``_legacy`` drops the
+    inapplicable options that checkpoints of the one-flat-config era recorded at their
+    defaults."""
     spec = get(name)
-    bad = sorted(set(options) - spec.options - {"num_frames"})
+    allowed = set(spec.config_class.option_names())
+    bad = sorted(set(options) - allowed)
+    if _legacy:
+        bad = [k for k in bad if not (k in LEGACY_DEFAULTS and options[k] == LEGACY_DEFAULTS[k])]
+        options = {k: v for k, v in options.items() if k in allowed}
     if bad:
-        raise ValueError(
-            f"option(s) {bad} do not apply to method {name!r}; it takes: {sorted(spec.options | {'num_frames'})}"
-        )
-    return MethodConfig(method=name, **options)
+        raise ValueError(f"option(s) {bad} do not apply to method {name!r}; it takes: {sorted(allowed)}")
+    return spec.config_class(method=name, **options)
 
 
-def create(name: str, clip: CLIP, **options: Any):
-    """Build method ``name`` on ``clip`` (which it freezes): ``create("vop-fc", clip)``."""
-    from vop.model import VideoTextModel
-
-    config = options.pop("config", None) or make_config(name, **options)
-    if config.method != name:
-        raise ValueError(f"config is for method {config.method!r}, not {name!r}")
-    return VideoTextModel(clip, config, **get(name).build(clip, config))
+def canonical(config: dict) -> dict:
+    """A stored method config in today's form (old flat configs lose inapplicable defaults),
+    for comparing configs written by different releases."""
+    return MethodConfig.from_dict(config).to_dict()
 
 
-def from_config(config: MethodConfig, clip: CLIP):
-    """Rebuild a method from a saved config (checkpoints, indexes)."""
-    return create(config.method, clip, config=config)
-
-
-# -- mechanism builders ---------------------------------------------------------------
-def _text(clip: CLIP, cfg: MethodConfig) -> DeepTextPrompts | None:
-    depth = cfg.resolved_depth(clip.config.transformer_layers)
-    if cfg.text_prompt_length == 0 or depth == 0:
-        return None
-    return DeepTextPrompts(depth, cfg.text_prompt_length, clip.config.transformer_width,
-                           clip.config.context_length, cfg.text_prompt_layout, cfg.prompt_init_std)
-
-
-def _shared(clip: CLIP, cfg: MethodConfig, layers: int) -> SharedPrompts | None:
-    depth = cfg.resolved_depth(layers)
-    if cfg.visual_prompt_length == 0 or depth == 0:
-        return None
-    return SharedPrompts(depth, cfg.visual_prompt_length, clip.config.vision_width, cfg.prompt_init_std)
-
-
-def _position(clip: CLIP, cfg: MethodConfig, layers: int) -> PositionPrompts | None:
-    depth = cfg.resolved_depth(layers)
-    if cfg.visual_prompt_length == 0 or depth == 0:
-        return None
-    return PositionPrompts(depth, cfg.shared_prompt_length, cfg.specific_prompt_length, cfg.num_frames,
-                           clip.config.vision_width, cfg.prompt_init_std)
-
-
-def _context(clip: CLIP, cfg: MethodConfig, layers: int) -> ContextPrompts | None:
-    depth = cfg.resolved_depth(layers)
-    if cfg.visual_prompt_length == 0 or depth == 0:
-        return None
-    width = clip.config.vision_width
-    return ContextPrompts(depth, cfg.shared_prompt_length, cfg.specific_prompt_length, width,
-                          cfg.context_hidden or width, cfg.prompt_init_std, cfg.context_lr_scale)
-
-
-def _joint(clip: CLIP, cfg: MethodConfig) -> JointFrames:
-    layers = clip.config.vision_layers
-    return JointFrames(cfg.resolved_intra_layers(layers), layers, cfg.num_frames, clip.config.vision_width,
-                       cfg.video_prompt_length, cfg.prompt_init_std, cfg.frame_pos_init_std,
-                       cfg.frame_pos_lr_scale)
-
-
-def _adapters(position: str) -> Callable[[CLIP, MethodConfig], dict]:
-    def build(clip: CLIP, cfg: MethodConfig) -> dict:
-        c = clip.config
-        return {"adapters": Adapters(c.vision_width, c.vision_layers, c.transformer_width,
-                                     c.transformer_layers, cfg.adapter_width, position)}
-    return build
-
-
-def _subset(selector) -> Callable[[CLIP, MethodConfig], dict]:
-    return lambda clip, cfg: {"backbone_trainable": selector(clip, cfg.bias_include_norm)}
-
-
-def _prompted(frame_builder, joint: bool = False, text: bool = True) -> Callable[[CLIP, MethodConfig], dict]:
-    def build(clip: CLIP, cfg: MethodConfig) -> dict:
-        parts: dict = {"text_prompts": _text(clip, cfg) if text else None}
-        j = _joint(clip, cfg) if joint else None
-        if frame_builder is not None:
-            layers = j.intra_layers if j is not None else clip.config.vision_layers
-            parts["frame_prompts"] = frame_builder(clip, cfg, layers)
-        parts["joint"] = j
-        return parts
-    return build
-
-
-_TEXT = {"text_prompt_length", "text_prompt_layout", "prompt_depth", "prompt_init_std"}
-_VISUAL = {"visual_prompt_length", "prompt_depth", "prompt_init_std"}
-_SPECIFIC = _VISUAL | {"specific_prompt_length"}
-_JOINT = {"intra_layers", "video_prompt_length", "frame_pos_init_std", "frame_pos_lr_scale"}
-_CONTEXT = _SPECIFIC | {"context_hidden", "context_lr_scale"}
+_PROMPT_LR = {"optim": {"lr": 1e-3}}
 
 
 def _register_builtins() -> None:
-    b = "baseline"
-    register(MethodSpec("zero-shot", "frozen CLIP, mean pooling, nothing trains", lambda c, cfg: {}, family=b))
-    register(MethodSpec("full", "full fine-tuning of both towers and the logit scale",
-                        _subset(subsets.everything), family=b))
-    register(MethodSpec("bias", "bias terms of the linear layers (BitFit)", _subset(subsets.biases),
-                        frozenset({"bias_include_norm"}), family=b))
-    register(MethodSpec("proj", "the two output projections", _subset(subsets.projections), family=b))
-    register(MethodSpec("partial", "last image block, ln_post and both projections",
-                        _subset(subsets.partial), family=b))
+    b, a = "baseline", "ablation"
+    register(MethodSpec("zero-shot", "frozen CLIP, mean pooling, nothing trains", (), b, _PROMPT_LR))
+    register(MethodSpec("full", "full fine-tuning of both towers and the logit scale", (EVERYTHING,), b,
+                        {"optim": {"lr": 1e-6}}))
+    register(MethodSpec("bias", "bias terms of the linear layers (BitFit)", (BIASES,), b, {"optim": {"lr": 1e-4}}))
+    register(MethodSpec("proj", "the two output projections", (PROJECTIONS_ONLY,), b, {"optim": {"lr": 1e-4}}))
+    register(MethodSpec("partial", "last image block, ln_post and both projections", (PARTIAL,), b,
+                        {"optim": {"lr": 1e-5}}))
     register(MethodSpec("adapter-attn", "bottleneck adapter after attention, every layer, both towers",
-                        _adapters("attn"), frozenset({"adapter_width"}), family=b))
+                        (ATTN_ADAPTERS,), b, {"optim": {"lr": 1e-4}}))
     register(MethodSpec("adapter-ffn", "bottleneck adapter after the MLP, every layer, both towers",
-                        _adapters("mlp"), frozenset({"adapter_width"}), family=b))
-    register(MethodSpec("text-prompt", "deep text prompts only (ablation)", _prompted(None),
-                        frozenset(_TEXT), family="ablation"))
-    register(MethodSpec("visual-prompt", "deep visual prompts only (ablation)", _prompted(_shared, text=False),
-                        frozenset(_VISUAL), family="ablation"))
-    register(MethodSpec("vop", "deep text + visual prompts (VoP)", _prompted(_shared),
-                        frozenset(_TEXT | _VISUAL)))
-    register(MethodSpec("vop-p", "VoP with position-specific video prompts", _prompted(_position),
-                        frozenset(_TEXT | _SPECIFIC)))
-    register(MethodSpec("vop-c", "VoP with context-specific (BiLSTM) video prompts", _prompted(_context),
-                        frozenset(_TEXT | _CONTEXT)))
+                        (MLP_ADAPTERS,), b, {"optim": {"lr": 1e-4}}))
+    register(MethodSpec("text-prompt", "deep text prompts only (ablation)", (TEXT_PROMPTS,), a, _PROMPT_LR))
+    register(MethodSpec("visual-prompt", "deep visual prompts only (ablation)", (SHARED_PROMPTS,), a, _PROMPT_LR))
+    register(MethodSpec("vop", "deep text + visual prompts (VoP)", (TEXT_PROMPTS, SHARED_PROMPTS),
+                        recipe=_PROMPT_LR))
+    register(MethodSpec("vop-p", "VoP with position-specific video prompts", (TEXT_PROMPTS, POSITION_PROMPTS),
+                        recipe=_PROMPT_LR))
+    register(MethodSpec("vop-c", "VoP with context-specific (BiLSTM) video prompts", (TEXT_PROMPTS, CONTEXT_PROMPTS),
+                        recipe=_PROMPT_LR))
     register(MethodSpec("vop-f", "VoP with function-specific prompts: joint attention in the last layers",
-                        _prompted(_shared, joint=True), frozenset(_TEXT | _VISUAL | _JOINT)))
+                        (TEXT_PROMPTS, SHARED_PROMPTS, JOINT_FRAMES), recipe=_PROMPT_LR))
     register(MethodSpec("vop-fp", "VoP^F with position-specific prompts in the intra-frame layers",
-                        _prompted(_position, joint=True), frozenset(_TEXT | _SPECIFIC | _JOINT)))
+                        (TEXT_PROMPTS, POSITION_PROMPTS, JOINT_FRAMES), recipe=_PROMPT_LR))
     register(MethodSpec("vop-fc", "VoP^F with context-specific prompts in the intra-frame layers",
-                        _prompted(_context, joint=True), frozenset(_TEXT | _CONTEXT | _JOINT)))
+                        (TEXT_PROMPTS, CONTEXT_PROMPTS, JOINT_FRAMES), recipe=_PROMPT_LR))
 
 
 _register_builtins()

@@ -4,9 +4,11 @@ backbone's parameter names (OpenAI names)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 from vop.backbone.clip import CLIP
+from vop.methods.mechanism import Mechanism, Options, Part
 
 Selector = Callable[[str], bool]
 
@@ -41,3 +43,34 @@ def partial(clip: CLIP, include_norm: bool = False) -> Selector:
     """The last image-tower block, ``ln_post`` and both projections (7.74 M on ViT-B/32)."""
     last = f"visual.transformer.resblocks.{clip.config.vision_layers - 1}."
     return lambda name: name.startswith((last, "visual.ln_post.")) or name in PROJECTIONS
+
+
+@dataclass(frozen=True, kw_only=True)
+class BiasOptions(Options):
+    bias_include_norm: bool = False  # also train LayerNorm biases (BitFit proper)
+
+
+class BackboneSubset(Mechanism):
+    """Trains a subset of the backbone's own tensors (no tensors of its own: the trained
+    ones keep their ``clip.*`` names)."""
+
+    slot, role = "backbone_subset", "backbone"
+
+    def __init__(self, select: Selector):
+        super().__init__()
+        self._select = select
+
+    def selects(self, name: str) -> bool:
+        return self._select(name)
+
+
+def subset(name: str, selector: Callable[[CLIP, bool], Selector], options: type[Options] = Options) -> Part:
+    def build(clip: CLIP, cfg) -> BackboneSubset:
+        return BackboneSubset(selector(clip, getattr(cfg, "bias_include_norm", False)))
+    return Part(name, options, build, init_order=3)
+
+
+EVERYTHING = subset("every backbone tensor", everything)
+BIASES = subset("linear-layer biases", biases, BiasOptions)
+PROJECTIONS_ONLY = subset("output projections", projections)
+PARTIAL = subset("last image block and projections", partial)

@@ -15,13 +15,54 @@ they take position slots like words do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from vop.methods.mechanism import Mechanism, Options, Part, check_at_least
 
-class DeepTextPrompts(nn.Module):
+TEXT_LAYOUTS = ("prefix", "reference")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitOptions(Options):
+    prompt_init_std: float = 0.02  # normal init of every prompt table
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "prompt_init_std")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptOptions(InitOptions):
+    prompt_depth: int | None = None  # fresh prompts in the first d layers (None: every layer)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "prompt_depth")
+
+    def resolved_depth(self, layers: int) -> int:
+        return layers if self.prompt_depth is None else min(self.prompt_depth, layers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextPromptOptions(PromptOptions):
+    text_prompt_length: int = 8  # deep text prompt tokens per layer
+    text_prompt_layout: str = "prefix"  # "prefix" (paper) or "reference" (ModelScope release quirks)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 0, "text_prompt_length")
+        if self.text_prompt_layout not in TEXT_LAYOUTS:
+            raise ValueError(f"text_prompt_layout must be one of {TEXT_LAYOUTS}, got {self.text_prompt_layout!r}")
+
+
+class DeepTextPrompts(Mechanism):
     """``prompts``: ``[depth, n, width]``. Layers at or above ``depth`` keep the previous
     layer's outputs in the prompt slots (VPT-shallow beyond the prompted layers)."""
+
+    slot, role = "text_prompts", "text"
 
     def __init__(self, depth: int, length: int, width: int, context_length: int,
                  layout: str = "prefix", init_std: float = 0.02):
@@ -69,3 +110,14 @@ class DeepTextPrompts(nn.Module):
     def readout(self, ids: torch.Tensor) -> torch.Tensor:
         """Index of the token whose output is the caption feature, ``[N]``."""
         return ids.argmax(dim=-1) + self.length
+
+
+def build_text_prompts(clip, cfg: TextPromptOptions) -> DeepTextPrompts | None:
+    depth = cfg.resolved_depth(clip.config.transformer_layers)
+    if cfg.text_prompt_length == 0 or depth == 0:
+        return None
+    return DeepTextPrompts(depth, cfg.text_prompt_length, clip.config.transformer_width,
+                           clip.config.context_length, cfg.text_prompt_layout, cfg.prompt_init_std)
+
+
+TEXT_PROMPTS = Part("text prompts", TextPromptOptions, build_text_prompts, init_order=0)

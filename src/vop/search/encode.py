@@ -33,14 +33,15 @@ import numpy as np
 import torch
 
 from vop.data.types import VideoReadError
+from vop.defaults import NUM_FRAMES
+from vop.runtime import WEIGHT_DTYPES  # a weight cast (the model's tensors), not autocast
 from vop.search.method import IndexMismatch, check_same_encoder
 from vop.search.records import FileState, VideoRecord, content_hash, probe, video_id, walk_videos
 from vop.search.store import StoredIndex, is_index, read_index, write_index
 
 __all__ = ["EncodeConfig", "EncodeReport", "encode_collection", "frame_count", "video_encoder"]
 
-DEFAULT_FRAMES = 12
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEFAULT_FRAMES = NUM_FRAMES
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class EncodeConfig:
     compile: bool = False  # run encode_video through torch.compile (a one-off compile; docs/search.md)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in WEIGHT_DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(WEIGHT_DTYPES)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_frames is not None and self.num_frames < 1:
@@ -173,7 +174,7 @@ def video_encoder(model, config: EncodeConfig) -> Callable[[torch.Tensor], torch
     config's precision, compiled if asked. ``model`` itself is left as it is (a model in
     another dtype is cast as a copy; the CLI casts its own model first). Compiled, every call gets ``batch_size`` videos (a short last batch is padded),
     so the encoder compiles once."""
-    dtype = PRECISIONS[config.precision]
+    dtype = WEIGHT_DTYPES[config.precision]
     if dtype != next(model.parameters()).dtype:
         model = copy.deepcopy(model).to(dtype)
     encode = model.encode_video
@@ -264,7 +265,7 @@ def encode_collection(video_dir: str | os.PathLike, out: str | os.PathLike, mode
     """Encode the videos under ``video_dir`` into the index at ``out`` (created or updated).
 
     ``model`` and ``identity`` come from :func:`vop.search.method.load_method`. ``dist`` is a
-    :class:`vop.train.distributed.DistInfo`; with ``world_size > 1`` every rank must call
+    :class:`vop.runtime.DistInfo`; with ``world_size > 1`` every rank must call
     this with the same arguments, and rank 0 writes the index.
     """
     root, out = Path(video_dir), Path(out)

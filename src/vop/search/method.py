@@ -24,6 +24,9 @@ import torch
 from vop.backbone import identity as backbone_identity
 from vop.backbone import load as load_backbone
 from vop.backbone.clip import CLIP
+from vop.checkpoint import WEIGHTS, check_backbone, load_checkpoint, read_meta
+from vop.methods import canonical
+from vop.model import create
 
 __all__ = ["ZERO_SHOT", "IndexMismatch", "BackboneCache", "load_method", "describe_identity",
            "check_same_encoder"]
@@ -96,16 +99,12 @@ def load_method(checkpoint: str | Path, backbone: str | None = None, cache: Back
     overrides the recorded source (its fingerprint must still match). ``identity`` is what
     an index records: ``{"checkpoint", "weights_sha256", "method", "backbone"}``.
     """
-    from vop.train.checkpoint import WEIGHTS, check_backbone, load_checkpoint, read_meta
-
     cache = cache or BackboneCache()
     if str(checkpoint) == ZERO_SHOT:
         if not backbone:
             raise ValueError("--checkpoint zero-shot needs --backbone SRC (e.g. tiny-synthetic or a CLIP file)")
-        import vop.methods
-
         clip = cache.get(backbone)
-        model = vop.methods.create(ZERO_SHOT, clip)
+        model = create(ZERO_SHOT, clip)
         ident = {"checkpoint": ZERO_SHOT, "weights_sha256": None, "method": model.config.to_dict(),
                  "backbone": {"source": str(backbone), **cache.identity(clip)}}
     else:
@@ -140,9 +139,11 @@ def check_same_encoder(index_ident: dict, query_ident: dict, index_name: str = "
     the same encoder; paths may differ (a moved checkpoint or backbone file is fine)."""
     a, b = index_ident, query_ident
     problems = []
-    if a.get("method") != b.get("method"):
-        diff = sorted(k for k in set(a.get("method", {})) | set(b.get("method", {}))
-                      if a.get("method", {}).get(k) != b.get("method", {}).get(k))
+    # Configs written by different releases compare in today's form (older ones recorded
+    # every option of every method).
+    ma, mb = (_canonical_method(x.get("method")) for x in (a, b))
+    if ma != mb:
+        diff = sorted(k for k in set(ma) | set(mb) if ma.get(k) != mb.get(k))
         problems.append(f"method config differs in {diff}")
     if a.get("weights_sha256") != b.get("weights_sha256"):
         problems.append("the trained tensors differ")
@@ -155,3 +156,10 @@ def check_same_encoder(index_ident: dict, query_ident: dict, index_name: str = "
             f"{'; '.join(problems)}. Embeddings of different encoders are not comparable; query it with "
             "the checkpoint that built it, or re-encode the collection into a new index."
         )
+
+
+def _canonical_method(config) -> dict:
+    try:
+        return canonical(config)
+    except (ValueError, TypeError):
+        return dict(config) if isinstance(config, dict) else {"method": repr(config)}

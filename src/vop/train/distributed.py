@@ -1,49 +1,11 @@
-"""torch.distributed helpers: set-up from torchrun's environment, and an all-gather that
-carries gradients so every rank's loss sees the global batch of negatives."""
+"""torch.distributed helpers for training: an all-gather that carries gradients so every
+rank's loss sees the global batch of negatives, gradient averaging, barriers. Rank/world
+set-up is :func:`vop.runtime.setup` (shared with evaluation and encoding)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_from_env(device: str = "cpu") -> DistInfo:
-    """Initialise the default process group when launched by torchrun (``WORLD_SIZE`` > 1):
-    NCCL on CUDA, gloo on CPU. A plain ``python`` launch returns a single-process info."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
-
-
-def current() -> DistInfo:
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    return DistInfo()
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -253,7 +253,7 @@ def _world(config: PretrainConfig, image_size: int):
 
 
 def _version() -> str:
-    from vop import __version__
+    from vop._version import __version__
 
     return __version__
 

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from vop.backbone import identity, load
 from vop.data.datasets import OpenedSplit, open_split
 from vop.data.transforms import VideoTransform, normalize
-from vop.eval.evaluate import autocast, evaluate
-from vop.methods import from_config
+from vop.eval.evaluate import evaluate
+from vop.model import from_config
+from vop.runtime import autocast, setup
 from vop.train import distributed as dist_utils
 from vop.train.batches import CaptionVideoDataset, EpochSampler, make_loader, timed_batches, wait_fraction
-from vop.train.checkpoint import load_state, save_checkpoint
+from vop.checkpoint import load_state, save_checkpoint
 from vop.train.config import TrainConfig
 from vop.train.loss import SymmetricInfoNCE
 from vop.train.optim import build_optimizer, build_scheduler
@@ -48,12 +49,6 @@ class RunState:
     skipped_examples: list = field(default_factory=list)  # their paths
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Trainer:
     """``Trainer(config).fit()`` trains, validates, checkpoints and tests one run.
 
@@ -65,12 +60,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, clip=None, splits: dict[str, OpenedSplit] | None = None,
                  on_step: Callable[["Trainer"], None] | None = None, resume: bool = True):
         self.config = config
-        self.device = resolve_device(config.runtime.device)
-        self.dist = dist_utils.init_from_env(self.device.type)  # NCCL for "auto" on a GPU too
-        if config.runtime.threads:
-            torch.set_num_threads(config.runtime.threads)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+        self.device, self.dist = setup(config.runtime.device, config.runtime.threads)
         if config.runtime.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("runtime.precision fp16 needs a GPU; use bf16 on CPU")
         self.out_dir = Path(config.runtime.out_dir)
@@ -340,7 +330,7 @@ class Trainer:
                    "skipped_videos": self.state.skipped_videos,
                    "skipped_examples": self.state.skipped_examples[:5], "non_finite_steps": self.state.bad_steps}
         if self.dist.is_main:
-            from vop.train.checkpoint import load_checkpoint
+            from vop.checkpoint import load_checkpoint
 
             best_dir = self.out_dir / "checkpoints" / "best"
             # Same backbone object: the subset baselines' trained tensors are overwritten by best's.

@@ -8,7 +8,8 @@ import torch
 
 from vop.backbone.clip import CLIP
 from vop.backbone.config import ARCHITECTURES
-from vop.methods.registry import create, get, names
+from vop.methods.registry import get, names
+from vop.model.factory import create
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ def count_parameters(backbone: str | CLIP = "ViT-B-32", **options) -> list[Param
                 raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(ARCHITECTURES)}")
             with torch.device("meta"):
                 clip = CLIP(ARCHITECTURES[backbone])
-                model = create(name, clip, **{k: v for k, v in options.items() if k in get(name).options})
+                model = create(name, clip, **{k: v for k, v in options.items() if k in get(name).config_class.option_names()})
         else:
-            model = create(name, backbone, **{k: v for k, v in options.items() if k in get(name).options})
+            model = create(name, backbone, **{k: v for k, v in options.items() if k in get(name).config_class.option_names()})
         spec = get(name)
         rows.append(ParameterCount(name, spec.family, model.num_trainable(), model.clip.num_parameters(),
                                    spec.summary))

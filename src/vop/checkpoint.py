@@ -1,4 +1,5 @@
-"""Method checkpoints: the trainable tensors only (safetensors) plus ``meta.json`` with the
+"""The prompt-checkpoint format (a library module: evaluation, search and training all read
+it). Method checkpoints: the trainable tensors only (safetensors) plus ``meta.json`` with the
 method config, the backbone's identity, the data config and the metrics. A checkpoint is a
 folder; ``state.pt`` beside them (optional) holds what resuming needs. Writes are atomic:
 a new folder is written under a temporary name and swapped in.
@@ -27,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from vop.backbone import identity, load
 from vop.backbone.clip import CLIP
-from vop.methods import MethodConfig, from_config
+from vop.methods.config import MethodConfig
+from vop.model.factory import from_config
 
 FORMAT = "vop-checkpoint"
 VERSION = 1
@@ -135,3 +137,13 @@ def load_state(path: str | Path) -> dict[str, Any] | None:
     """The resume state saved with a checkpoint, or None."""
     file = Path(path) / STATE
     return torch.load(file, map_location="cpu", weights_only=False) if file.exists() else None
+
+
+def load_model(path: str | Path, *, backbone: str | CLIP | None = None):
+    """The trained model in checkpoint folder ``path``, on the backbone it records (or on
+    ``backbone``: a source or a loaded CLIP, which must have the recorded weights)."""
+    if isinstance(backbone, CLIP):
+        model, _ = load_checkpoint(path, backbone)
+    else:
+        model, _ = load_checkpoint(path, backbone=backbone)
+    return model

@@ -15,6 +15,7 @@ import torch
 
 from vop.backbone.convert import unwrap
 from vop.backbone.load import _read_file, from_state_dict
+from vop.model.factory import create
 
 VISUAL_KEY = "visual_prompt_learner.visual_prompts"
 TEXT_KEY = "text_prompt_learner.text_prompts"
@@ -22,8 +23,6 @@ TEXT_KEY = "text_prompt_learner.text_prompts"
 
 def import_modelscope(path: str | Path, dtype: torch.dtype = torch.float32, num_frames: int = 12):
     """``VoP_msrvtt9k.pth`` -> a :class:`vop.model.VideoTextModel` (method ``vop``, reference layout)."""
-    from vop.methods import create
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected the ModelScope release VoP_msrvtt9k.pth)")

@@ -9,7 +9,7 @@ loss lives in :mod:`vop.train`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,9 @@ from vop.methods.adapters import Adapters
 from vop.methods.config import MethodConfig
 from vop.methods.frame_prompts import FramePrompts
 from vop.methods.function_prompts import JointFrames
+from vop.methods.mechanism import ROLES, Mechanism
 from vop.methods.text_prompts import DeepTextPrompts
+from vop.model import rows
 
 
 def _splice(x: torch.Tensor, prompts: torch.Tensor | None, num_old: int) -> torch.Tensor:
@@ -41,29 +43,51 @@ class VideoTextModel(nn.Module):
     Everything else in ``clip`` is frozen (``requires_grad=False``).
     """
 
-    def __init__(self, clip: CLIP, config: MethodConfig, *, text_prompts: DeepTextPrompts | None = None,
-                 frame_prompts: FramePrompts | None = None, joint: JointFrames | None = None,
-                 adapters: Adapters | None = None, backbone_trainable: Callable[[str], bool] | None = None):
+    def __init__(self, clip: CLIP, config: MethodConfig, mechanisms: Sequence[Mechanism] = ()):
         super().__init__()
         self.clip = clip
         self.config = config
-        self.text_prompts = text_prompts
-        self.frame_prompts = frame_prompts
-        self.joint = joint
-        self.adapters = adapters
+        self._by_role: dict[str, Mechanism] = {}
+        for mechanism in mechanisms:
+            if mechanism.role not in ROLES:
+                raise ValueError(f"{type(mechanism).__name__}: unknown role {mechanism.role!r}; roles: {ROLES}")
+            if mechanism.role in self._by_role or mechanism.slot in self._modules:
+                raise ValueError(f"method {config.method!r} has two mechanisms for role {mechanism.role!r} "
+                                 f"(slot {mechanism.slot!r})")
+            self._modules[mechanism.slot] = mechanism  # not add_module: the role properties share its names
+            self._by_role[mechanism.role] = mechanism
+        self.mechanisms: tuple[Mechanism, ...] = tuple(mechanisms)
         self.gradient_checkpointing = False
         # With gradient checkpointing on: recompute only the first N image-tower blocks
         # (None: every block of both towers). Activations are spread evenly over the image
         # blocks, so N trades memory for time about linearly.
         self.checkpoint_image_blocks: int | None = None
-        # Skip work whose result nobody reads (exact; False runs the plain full sequences,
-        # the reference the tests compare with): a layer's prompt rows when the next layer
-        # replaces them, every row but [CLS] in the last image block, and the text slots
-        # after the last read-out position (the mask is causal).
+        # Skip work whose result nobody reads (exact; see vop.model.rows). False runs the
+        # plain full sequences, the reference the tests compare with.
         self.skip_unread_tokens = True
-        select = backbone_trainable or (lambda name: False)
         for name, param in clip.named_parameters():
-            param.requires_grad_(select(name))
+            param.requires_grad_(any(m.selects(name) for m in self.mechanisms))
+
+    # -- the mechanisms, by the role they play in the forward pass -------------------------
+    def mechanism(self, role: str) -> Mechanism | None:
+        """The mechanism playing ``role`` (``vop.methods.mechanism.ROLES``), or None."""
+        return self._by_role.get(role)
+
+    @property
+    def text_prompts(self) -> DeepTextPrompts | None:
+        return self._by_role.get("text")
+
+    @property
+    def frame_prompts(self) -> FramePrompts | None:
+        return self._by_role.get("frame")
+
+    @property
+    def joint(self) -> JointFrames | None:
+        return self._by_role.get("joint")
+
+    @property
+    def adapters(self) -> Adapters | None:
+        return self._by_role.get("hooks")
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
@@ -114,9 +138,8 @@ class VideoTextModel(nn.Module):
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters grouped by learning-rate multiplier (``lr_scale``)."""
         scales: dict[str, float] = {}
-        for prefix, module in (("frame_prompts.", self.frame_prompts), ("joint.", self.joint)):
-            if module is not None:
-                scales.update({prefix + k: v for k, v in module.lr_scales().items()})
+        for mechanism in self.mechanisms:
+            scales.update({f"{mechanism.slot}.{k}": v for k, v in mechanism.lr_scales().items()})
         groups: dict[float, list[nn.Parameter]] = {}
         for name, param in self.trainable_parameters().items():
             scale = next((s for k, s in scales.items() if name.startswith(k)), 1.0)
@@ -143,11 +166,17 @@ class VideoTextModel(nn.Module):
             return checkpoint(block, x, use_reentrant=False, **kwargs)
         return block(x, **kwargs)
 
-    def _drop(self, rows: slice) -> dict:
-        return {"drop": rows} if self.skip_unread_tokens else {}
-
-    def _hooks(self, tower: str, layer: int) -> dict:
-        return self.adapters.hooks(tower, layer) if self.adapters is not None else {}
+    def _run(self, block: nn.Module, x: torch.Tensor, tower: str, layer: int, unread: slice | None = None,
+             **kwargs) -> tuple[torch.Tensor, bool]:
+        """One block, with the adapters' hooks, skipping the ``unread`` rows when allowed.
+        Returns the output and whether those rows were dropped from it."""
+        if self.adapters is not None:
+            kwargs.update(self.adapters.hooks(tower, layer))
+        drop = unread is not None and self.skip_unread_tokens
+        if drop:
+            kwargs["drop"] = unread
+        x = self._block(block, x, image_layer=layer if tower == "visual" else None, **kwargs)
+        return x, drop
 
     def encode_text(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Token ids ``[N, caption_length]`` -> embeddings ``[N, D]``."""
@@ -161,15 +190,12 @@ class VideoTextModel(nn.Module):
             raise ValueError(f"token ids of length {ids.shape[1]} exceed the context length {clip.config.context_length}")
         x = x + clip.positional_embedding[: x.shape[1]].to(x.dtype)
         readout = tp.readout(ids) if tp is not None else ids.argmax(dim=-1)
-        if self.skip_unread_tokens and (tp is None or tp.num_suffix == 0) and len(readout):
-            # Causal attention: the read-out slot never sees later slots, so they can go
-            # (captions are short; the window is 77). Not for the reference layout, whose
-            # suffix prompts sit at the window's end.
-            x = x[:, : int(readout.max()) + 1]
+        if self.skip_unread_tokens:
+            x = rows.text_window(x, readout, tp.num_suffix if tp is not None else 0)
         for i, block in enumerate(clip.text_blocks):
             if tp is not None and i > 0:
-                x = tp.replace(x, i)
-            x = self._block(block, x, causal=True, **self._hooks("text", i))
+                x = tp.replace(x, i)  # this layer's prompts take the prompt slots
+            x, _ = self._run(block, x, "text", i, causal=True)
         emb = clip.text_head(x, readout)
         return F.normalize(emb, dim=-1) if normalize else emb
 
@@ -190,47 +216,41 @@ class VideoTextModel(nn.Module):
             )
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[B, F, 3, H, W]`` -> per-frame embeddings ``[B, F, D]`` (unnormalised)."""
+        """``[B, F, 3, H, W]`` -> per-frame embeddings ``[B, F, D]`` (unnormalised).
+
+        Layers ``0 .. K_s - 1`` see each frame alone, with that layer's frame prompts after
+        [CLS]; layers ``K_s .. K - 1`` (VoP^F only) see a video's frames as one sequence with
+        the video prompts. Each frame's embedding is its [CLS] through the head."""
         self._check_frames(frames)
         b, f = frames.shape[:2]
         visual, fp, joint = self.clip.visual, self.frame_prompts, self.joint
         blocks = visual.blocks
         intra = joint.intra_layers if joint is not None else len(blocks)
+        depth = fp.depth if fp is not None else 0
         x = visual.embed(frames.flatten(0, 1))  # [B*F, 1+P, w]
-        per_frame_only = joint is None or intra == len(blocks)  # K_s = K is plain VoP
-        num_prompts = 0
+        n = 0  # prompt rows after [CLS]
         for i in range(intra):
-            if fp is not None and i < fp.depth:
+            if i < depth:
                 cls = x[:, 0].view(b, f, -1)  # [B, F, w]: the layer's input [CLS] per frame
-                x = _splice(x, fp.prompts(i, cls), num_prompts)  # [B*F, 1+n+P, w]
-                num_prompts = fp.length
+                x = _splice(x, fp.prompts(i, cls), n)  # [B*F, 1+n+P, w]
+                n = fp.length
             if i == 0:
                 x = visual.ln_pre(x)  # prompts of layer 0 pass ln_pre too (reference)
-            # Rows nobody reads: all but [CLS] after the last block; the prompt rows when
-            # the next layer replaces them or the joint layers drop them.
-            unread = None
-            if per_frame_only and i == len(blocks) - 1:
-                unread = slice(1, None)
-            elif num_prompts and (i == intra - 1 or (fp is not None and i + 1 < fp.depth)):
-                unread = slice(1, 1 + num_prompts)
-            kwargs = self._drop(unread) if unread is not None else {}
-            x = self._block(blocks[i], x, image_layer=i, **kwargs, **self._hooks("visual", i))
-            if "drop" in kwargs:
-                num_prompts = 0
-        if per_frame_only:
+            unread = rows.intra_frame(i, num_layers=len(blocks), intra_layers=intra, num_prompts=n,
+                                      prompt_depth=depth)
+            x, dropped = self._run(blocks[i], x, "visual", i, unread)
+            if dropped:
+                n = 0
+        if joint is None or intra == len(blocks):  # K_s = K is plain VoP: no regrouping
             return visual.head(x[:, 0]).view(b, f, -1)
         if intra == 0:
             x = visual.ln_pre(x)
-        x = _splice(x, None, num_prompts)  # drop the intra-frame prompts: [B*F, 1+P, w]
-        cls, patches = joint.group(x, b)  # [B, F, w], [B, F*P, w]
-        n = joint.length
+        x = _splice(x, None, n)  # drop the intra-frame prompts: [B*F, 1+P, w]
+        cls, patches = joint.group(x, b)  # [B, F, w], [B, F*P, w]: frame positions added
         for j, i in enumerate(range(intra, len(blocks))):
-            last = i == len(blocks) - 1
-            # The next joint layer replaces the video prompts; after the last only [CLS] is read.
-            kwargs = self._drop(slice(f, None) if last else slice(f, f + n)) if (last or n) else {}
-            x = self._block(blocks[i], joint.sequence(j, cls, patches), image_layer=i, **kwargs,
-                            **self._hooks("visual", i))
-            cls, patches = joint.split(x, f, with_prompts="drop" not in kwargs)
+            unread = rows.joint(i, num_layers=len(blocks), num_frames=f, num_prompts=joint.length)
+            x, dropped = self._run(blocks[i], joint.sequence(j, cls, patches), "visual", i, unread)
+            cls, patches = joint.split(x, f, with_prompts=not dropped)
         return visual.head(cls)  # [B, F, D]
 
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
