@@ -217,6 +217,10 @@ def test_seqtransf_equals_clip4clip(tiling):
     other = c4c_seqtransf(state, width, heads, layers, x, mask, tile=not tiling)
     assert (ours[valid] - other[valid]).abs().max() > 1e-3  # the two mask layouts differ on ragged videos
     assert torch.equal(ours[~valid], x[~valid])
+    # tiny activations, where the LayerNorm epsilon (1e-12, not CLIP's 1e-5) matters
+    quiet = dict(state, **{"frame_position_embeddings.weight": state["frame_position_embeddings.weight"] * 1e-4})
+    head.load_state_dict(peer_keys.clip4clip_head_state(clip4clip_checkpoint(backbone.load("tiny"), quiet), "seqtransf"))
+    assert_parity(head(x * 1e-4), c4c_seqtransf(quiet, width, heads, layers, x * 1e-4, full))
 
 
 def test_seqtransf_eps_is_the_tf_layernorms():
