@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vop.data.benchmarks import get_reader
-from vop.data.benchmarks.common import DOCS, VIDEO_EXTENSIONS, record_reads
+from vop.data.benchmarks.common import DOCS, VIDEO_EXTENSIONS, VideoFinder, record_reads
 
 __all__ = ["PROBES", "CacheCoverage", "CheckReport", "Problem", "SplitCheck", "check_benchmark", "probe_video",
            "terminal_safe"]
@@ -305,6 +305,7 @@ def check_benchmark(
             "video-folder", None,
             f"video folder {terminal_safe(os.path.abspath(video_path))} not found (pass --video-dir / video_dir=)",
         ))
+    finder = VideoFinder(video_path)  # one listing of the folder for all splits
     results: list[SplitCheck] = []
     located: dict[str, list[tuple[str, Path | None]]] = {}
     ids_of: dict[str, tuple[str, ...]] = {}
@@ -337,7 +338,7 @@ def check_benchmark(
             counts[v] += 1
         result.captions_per_video = {"min": min(counts), "mean": sum(counts) / len(counts), "max": max(counts)}
         if videos_ok:
-            found = reader.locate(annotations, video_path)
+            found = [finder.find(reader.video_names(v)) for v in annotations.video_ids]
             located[name] = list(zip(annotations.video_ids, found))
             result.videos_checked = True
             result.missing = [v for v, path in located[name] if path is None]
