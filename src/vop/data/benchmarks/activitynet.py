@@ -43,11 +43,12 @@ class ActivityNetReader(BenchmarkReader):
     def annotations(self, root: Path, split: str) -> Annotations:
         self.check_split(split)
         filename = "val_1.json" if split == "test" else "train.json"
-        paragraphs = self._paragraphs(self.require(root, filename))
+        path = self.require(root, filename)
+        paragraphs = self._paragraphs(path)
         if split in ("val", "train-minus-val"):
             kept, held = hold_out(list(paragraphs), self.val_fraction)
             paragraphs = {v: paragraphs[v] for v in (held if split == "val" else kept)}
-        return Annotations.from_groups(((v, [p]) for v, p in paragraphs.items()), filename)
+        return Annotations.from_groups(((v, [p]) for v, p in paragraphs.items()), path)
 
     def video_names(self, video_id: str) -> tuple[str, ...]:
         return (video_id, video_id[2:]) if video_id.startswith("v_") else (video_id, f"v_{video_id}")

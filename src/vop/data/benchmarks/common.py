@@ -13,8 +13,10 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -42,6 +44,35 @@ DOCS = "docs/data.md"
 _SHOWN_IDS = 5
 
 
+@dataclass
+class ReadLog:
+    """What the readers did while :func:`record_reads` was active (for ``vop data check``):
+    the annotation files they opened, and the videos they left out for lack of a caption."""
+
+    files: list[Path] = field(default_factory=list)  # absolute paths, in the order first opened
+    uncaptioned: list[str] = field(default_factory=list)  # video ids listed without any caption
+    notes: list[str] = field(default_factory=list)  # the warnings those videos caused
+
+
+_READ_LOG: ContextVar[ReadLog | None] = ContextVar("vop_read_log", default=None)
+
+
+@contextmanager
+def record_reads() -> Iterator[ReadLog]:
+    """Collect a :class:`ReadLog` of the reader calls made inside the ``with`` block."""
+    log = ReadLog()
+    token = _READ_LOG.set(log)
+    try:
+        yield log
+    finally:
+        _READ_LOG.reset(token)
+
+
+def _absolute(path: Path | str) -> str:
+    """The path as a message shows it: absolute (a relative root is ambiguous in a log)."""
+    return os.path.abspath(path)
+
+
 @dataclass(frozen=True)
 class Annotations:
     """One split as its annotation files describe it, before any video file is looked for.
@@ -54,12 +85,19 @@ class Annotations:
     caption_to_video: tuple[int, ...]
 
     @classmethod
-    def from_groups(cls, groups: Iterable[tuple[str, Sequence[str]]], origin: str = "") -> Annotations:
+    def from_groups(
+        cls,
+        groups: Iterable[tuple[str, Sequence[str]]],
+        origin: Path | str = "",
+        captions_from: Path | str = "",
+    ) -> Annotations:
         """Build from ``(video_id, captions)`` pairs in the order they should keep.
 
         A video listed twice gets the captions of both entries. Videos without any caption
         are left out with a warning: they have no query, and a gallery video without a
-        ground-truth caption would break video-to-text ranks.
+        ground-truth caption would break video-to-text ranks. ``origin`` is the file the
+        video ids came from and ``captions_from`` the file their captions came from when
+        that is another one; the warning names both by full path.
         """
         order: list[str] = []
         grouped: dict[str, list[str]] = {}
@@ -70,12 +108,17 @@ class Annotations:
             grouped[video_id].extend(c.strip() for c in captions if c and c.strip())
         uncaptioned = [v for v in order if not grouped[v]]
         if uncaptioned:
-            logger.warning(
-                "%d video(s)%s have no caption and are left out: %s",
+            message = "%d video(s)%s have no caption%s and are left out: %s" % (
                 len(uncaptioned),
-                f" of {origin}" if origin else "",
+                f" listed in {_absolute(origin)}" if origin else "",
+                f" in {_absolute(captions_from)}" if captions_from else "",
                 _first_ids(uncaptioned),
             )
+            logger.warning(message)
+            log = _READ_LOG.get()
+            if log is not None:
+                log.uncaptioned.extend(uncaptioned)
+                log.notes.append(message)
         video_ids = tuple(v for v in order if grouped[v])
         captions: list[str] = []
         caption_to_video: list[int] = []
@@ -194,6 +237,9 @@ class BenchmarkReader(ABC):
         for name in (filename, *alternatives):
             path = Path(root) / name
             if path.is_file():
+                log = _READ_LOG.get()
+                if log is not None and Path(_absolute(path)) not in log.files:
+                    log.files.append(Path(_absolute(path)))
                 return path
         names = " or ".join(repr(n) for n in (filename, *alternatives))
         raise FileNotFoundError(

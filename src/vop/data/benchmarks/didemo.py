@@ -49,7 +49,7 @@ class DiDeMoReader(BenchmarkReader):
             paragraphs.setdefault(moment["video"], [])
             if description:
                 paragraphs[moment["video"]].append(description)
-        return Annotations.from_groups(((v, [" ".join(d)]) for v, d in paragraphs.items()), filename)
+        return Annotations.from_groups(((v, [" ".join(d)]) for v, d in paragraphs.items()), path)
 
     def video_names(self, video_id: str) -> tuple[str, ...]:
         stem = strip_video_extension(video_id)

@@ -58,7 +58,7 @@ class LSMDCReader(BenchmarkReader):
         if split == "test":
             return self._read(self.require(root, TEST_CSV))
         if split == "val" and (Path(root) / VAL_CSV).is_file():
-            return self._read(Path(root) / VAL_CSV)
+            return self._read(self.require(root, VAL_CSV))
         train = self._read(self.require(root, TRAIN_CSV))
         if split == "train" or (split == "train-minus-val" and (Path(root) / VAL_CSV).is_file()):
             return train
@@ -92,4 +92,4 @@ class LSMDCReader(BenchmarkReader):
                     )
                 # A sentence with a stray tab keeps its text rather than losing the tail.
                 rows.append((fields[0].strip(), [" ".join(fields[5:])]))
-        return Annotations.from_groups(rows, path.name)
+        return Annotations.from_groups(rows, path)

@@ -62,10 +62,11 @@ class MSRVTTReader(BenchmarkReader):
         kept, held = hold_out(train_ids, self.val_fraction)
         ids = {"train": train_ids, "train-minus-val": kept, "val": held}[split]
         captions = self._captions(root)
-        origin = f"{DATA_JSON} ({self.name}/{split})"
+        # Ids from the training list, captions from the data json: a warning names both.
+        files = {"origin": Path(root) / self.train_csv, "captions_from": Path(root) / DATA_JSON}
         if split == "val":
-            return Annotations.from_groups(((v, captions.get(v, [])[:1]) for v in ids), origin)
-        return Annotations.from_groups(((v, captions.get(v, [])) for v in ids), origin)
+            return Annotations.from_groups(((v, captions.get(v, [])[:1]) for v in ids), **files)
+        return Annotations.from_groups(((v, captions.get(v, [])) for v in ids), **files)
 
     def _test(self, root: Path) -> Annotations:
         path = self.require(root, TEST_CSV)
@@ -73,7 +74,7 @@ class MSRVTTReader(BenchmarkReader):
             rows = list(csv.DictReader(f))
         if rows and not {"video_id", "sentence"} <= set(rows[0]):
             raise ValueError(f"{path}: expected columns video_id and sentence, found {', '.join(rows[0])}")
-        return Annotations.from_groups(((r["video_id"].strip(), [r["sentence"]]) for r in rows), TEST_CSV)
+        return Annotations.from_groups(((r["video_id"].strip(), [r["sentence"]]) for r in rows), path)
 
     def _captions(self, root: Path) -> dict[str, list[str]]:
         """video id -> its captions, ordered by ``sen_id``."""

@@ -55,11 +55,12 @@ class MSVDReader(BenchmarkReader):
         list_name = f"{split}_list.txt"
         list_path = self.require(root, list_name)
         ids = [line.strip() for line in list_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        captions = self._captions(root)
-        return Annotations.from_groups(((v, captions.get(v, [])) for v in ids), list_name)
+        captions_path = self.require(root, CAPTIONS_JSON, alternatives=(CAPTIONS_PKL,))
+        captions = self._captions(captions_path)
+        return Annotations.from_groups(((v, captions.get(v, [])) for v in ids), list_path, captions_path)
 
-    def _captions(self, root: Path) -> dict[str, list[str]]:
-        path = self.require(root, CAPTIONS_JSON, alternatives=(CAPTIONS_PKL,))
+    @staticmethod
+    def _captions(path: Path) -> dict[str, list[str]]:
         if path.suffix == ".json":
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
