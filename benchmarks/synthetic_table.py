@@ -4,7 +4,7 @@ same budget and several seeds; write docs/results-synthetic.md (+ a chart and JS
     python benchmarks/synthetic_table.py                      # all methods, seeds 0,1,2
     python benchmarks/synthetic_table.py --methods vop,vop-p --seeds 0 --steps 100
 
-Each run uses configs/synthetic/<method>.yaml (the shipped tiny CLIP, pair batches) with
+Each run uses `--data synthetic --method <method>` (the shipped tiny CLIP, pair batches) with
 ``optim.max_steps`` set to the budget; the test split is evaluated once with the best
 checkpoint chosen on val. Pair accuracy: does a reversible test video rank its own
 caption above its reversal's (ties count half)?
@@ -38,10 +38,9 @@ def run_one(method: str, seed: int, steps: int, out_root: Path, overrides: list[
         from vop.data.datasets import open_split
 
         d = config.data
-        test = open_split("synthetic", d.test_split, num_frames=d.num_frames, synthetic=d.synthetic)
+        test = open_split(d, d.test_split)
         model = create("zero-shot", load(config.backbone))
-        metrics = evaluate(model, test.split, num_frames=d.num_frames, pairs=test.pairs,
-                           batch_size=config.eval.batch_size, progress=False)
+        metrics = evaluate(model, test, config.eval, progress=False)
         return {"method": method, "seed": seed, "steps": 0, "trainable": 0, "train_seconds": 0.0, "test": metrics,
                 "val_curve": []}
     import shutil
@@ -79,7 +78,7 @@ def write_markdown(results: list[dict], args, out: Path, seconds: float,
         "workers with `--methods` subsets and `--threads 1`, merged with `--from-json`)",
         f"on {platform.machine()}, {threads_note}, "
         f"{seconds / 60:.0f} min of training in all. Every method: the shipped `tiny-synthetic` CLIP, "
-        f"configs/synthetic/<method>.yaml, {steps} steps of 32 videos (each with its time reversal in the "
+        f"--data synthetic --method <method>, {steps} steps of 32 videos (each with its time reversal in the "
         "batch), best checkpoint on val, test evaluated once. Mean ± standard deviation over seeds.",
         "",
         "| method | seeds | trainable | train s | t2v R@1 | t2v R@5 | t2v MnR | v2t R@1 | v2t R@5 | v2t MnR | pair acc. |",

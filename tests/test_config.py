@@ -11,11 +11,8 @@ import yaml
 
 import vop
 import vop.methods as methods
-from vop.configio import ConfigError, apply_overrides, load_yaml
+from vop.configio import ConfigError, apply_overrides, data_presets, load_preset, load_yaml
 from vop.train.config import TrainConfig, load_train_config
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-BENCHMARKS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "methods")
 
 
 def _write(path: Path, data) -> Path:
@@ -71,7 +68,7 @@ def test_vop_train_refuses_a_bad_config_before_any_work(tmp_path, monkeypatch, c
     out = tmp_path / "run"
     for bad, named in [("optim.lrr=1", "optim.lrr"), ("data.num_frames=many", "data.num_frames"),
                        ("method.options={bogus: 1}", "bogus")]:
-        code = main(["train", str(CONFIGS / "msrvtt-9k" / "vop-fc.yaml"), "--set", f"runtime.out_dir={out}",
+        code = main(["train", "--data", "msrvtt-9k", "--method", "vop-fc", "--set", f"runtime.out_dir={out}",
                      "--set", bad])
         assert code == 2
         assert named in capsys.readouterr().err
@@ -152,35 +149,65 @@ def test_round_trips_through_dict_and_yaml():
 def test_print_config_prints_the_resolved_config(tmp_path, capsys):
     from vop.cli import main
 
-    path = CONFIGS / "didemo" / "vop-p.yaml"
-    assert main(["train", str(path), "--set", "optim.lr=0.01", "--print-config"]) == 0
+    assert main(["train", "--data", "didemo", "--method", "vop-p", "--set", "optim.lr=0.01", "--print-config"]) == 0
     printed = TrainConfig.from_dict(yaml.safe_load(capsys.readouterr().out))
-    assert printed == load_train_config(path, ["optim.lr=0.01"])
+    assert printed == load_train_config(None, ["optim.lr=0.01"], data="didemo", method="vop-p")
+    assert printed.optim.lr == 0.01 and printed.method.name == "vop-p" and printed.data.benchmark == "didemo"
     assert not Path(printed.runtime.out_dir).exists()
 
 
-# -- the shipped configs ------------------------------------------------------------------
-def test_every_benchmark_has_a_config_per_method():
-    for bench in BENCHMARKS:
-        assert sorted(p.stem for p in (CONFIGS / bench).glob("*.yaml")) == sorted([*methods.names(), "data"]), bench
-    assert sorted(p.stem for p in (CONFIGS / "methods").glob("*.yaml")) == sorted(methods.names())
+# -- configs composed from the registry ----------------------------------------------------
+PRESETS = data_presets()
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_every_shipped_yaml_loads(path):
-    config = load_train_config(path)
-    assert isinstance(config, TrainConfig)
+def test_the_data_presets_are_the_benchmarks_and_the_synthetic_world():
+    from vop.data.benchmarks import READERS
+
+    assert sorted(PRESETS) == sorted([*READERS, "synthetic"])
+
+
+@pytest.mark.parametrize("data", PRESETS)
+@pytest.mark.parametrize("method", methods.names())
+def test_every_preset_composes_with_every_method(data, method):
+    config = load_train_config(data=data, method=method)
     config.method_config()
-    folder, stem = path.parent.name, path.stem
-    if folder == "methods":
-        assert config.method.name == stem
-    elif folder in BENCHMARKS:
-        assert config.data.benchmark == folder
-        real = folder != "synthetic"  # the built-in world needs no files and sets its own recipe
-        assert (config.data.root is not None) == real
-        if stem != "data":
-            assert config.method.name == stem
-            assert config.runtime.out_dir == f"runs/{folder}/{stem}"
-            assert config.optim.weight_decay == 0.2 and config.optim.epochs == 5  # from base.yaml
-            if real:
-                assert config.optim.lr == load_train_config(CONFIGS / "methods" / f"{stem}.yaml").optim.lr
+    assert config.method.name == method and config.data.benchmark == data
+    assert config.runtime.out_dir == f"runs/{data}/{method}"
+    assert config.optim.weight_decay == 0.2 and config.optim.epochs == 5  # from base.yaml
+    real = data != "synthetic"  # the built-in world needs no files and sets its own recipe
+    assert (config.data.root is not None) == real
+    recipe_lr = methods.get(method).recipe.get("optim", {}).get("lr")
+    if real:
+        assert config.optim.lr == recipe_lr and config.backbone.endswith(".pt")
+    else:
+        table = load_preset("synthetic")[1]
+        assert config.optim.lr == table.get(method, {}).get("optim", {}).get("lr", 5e-3)
+        assert config.method.options == table.get(method, {}).get("method", {}).get("options", {})
+
+
+def test_composition_order_recipe_then_preset_then_yaml_then_overrides(tmp_path):
+    # full's recipe says lr 1e-6; the synthetic preset's table says 2e-5 for full.
+    assert load_train_config(method="full").optim.lr == 1e-6
+    assert load_train_config(data="synthetic", method="full").optim.lr == 2e-5
+    custom = _write(tmp_path / "c.yaml", {"optim": {"lr": 3e-3}, "runtime": {"out_dir": "mine"}})
+    config = load_train_config(custom, data="synthetic", method="full")
+    assert config.optim.lr == 3e-3 and config.runtime.out_dir == "mine" and config.optim.max_steps == 150
+    config = load_train_config(custom, ["optim.lr=4e-3"], data="synthetic", method="full")
+    assert config.optim.lr == 4e-3
+    # A YAML file alone keeps working for custom runs (no preset, no recipe).
+    assert load_train_config(custom).optim.lr == 3e-3
+
+
+def test_composition_does_not_leak_between_runs():
+    first = load_train_config(None, ["optim.lr=0.5", "method.options={context_hidden: 3}"], data="synthetic",
+                              method="vop-fc")
+    again = load_train_config(data="synthetic", method="vop-fc")
+    assert first.optim.lr == 0.5 and again.optim.lr == 5e-3 and again.method.options["context_hidden"] == 64
+    assert methods.get("vop").recipe == {"optim": {"lr": 1e-3}}
+
+
+def test_unknown_preset_and_method_are_refused_by_name():
+    with pytest.raises(ConfigError, match=r"unknown data preset 'msrvt'; known: activitynet, didemo"):
+        load_train_config(data="msrvt", method="vop")
+    with pytest.raises(ValueError, match=r"unknown method 'vop-x'"):
+        load_train_config(data="synthetic", method="vop-x")

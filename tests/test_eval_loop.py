@@ -15,6 +15,8 @@ import vop.methods as methods
 from vop.data.sources import FileVideoSource
 from vop.data.transforms import MEAN, STD, VideoTransform, normalize
 from vop.data.types import RetrievalSplit, VideoReadError
+from vop.data.datasets import OpenedSplit
+from vop.eval.config import EvalConfig
 from vop.eval.evaluate import evaluate
 from vop.eval.metrics import pair_accuracy, retrieval_metrics
 
@@ -75,7 +77,7 @@ def _embeddings(model, split, videos):
 
 def test_metrics_match_retrieval_metrics_on_the_same_embeddings(model):
     split = _split(MemorySource(5))
-    got = evaluate(model, split, num_frames=NUM_FRAMES, batch_size=8, chunk_size=3, progress=False)
+    got = evaluate(model, split, EvalConfig(batch_size=8, chunk_size=3), num_frames=NUM_FRAMES, progress=False)
     video_emb, text_emb, t2v = _embeddings(model, split, list(range(5)))
     want = retrieval_metrics(text_emb @ video_emb.t(), t2v)
     assert {k: got[k] for k in RANK_KEYS} == pytest.approx({k: want[k] for k in RANK_KEYS})
@@ -85,7 +87,7 @@ def test_metrics_match_retrieval_metrics_on_the_same_embeddings(model):
 def test_an_unreadable_video_is_skipped_with_its_captions_and_counted(model, caplog):
     split = _split(MemorySource(6, bad={2}))
     with caplog.at_level(logging.WARNING, logger="vop.eval.evaluate"):
-        got = evaluate(model, split, num_frames=NUM_FRAMES, batch_size=2, progress=False)
+        got = evaluate(model, split, EvalConfig(batch_size=2), num_frames=NUM_FRAMES, progress=False)
     assert (got["num_videos"], got["num_captions"], got["skipped_videos"]) == (5, 10, 1)
     assert "memory://video2" in caplog.text and "corrupt for the test" in caplog.text
     kept = [0, 1, 3, 4, 5]
@@ -115,7 +117,7 @@ class Oracle(torch.nn.Module):
 @pytest.mark.parametrize("bad", [set(), {0}, {3}, {2, 5}, {7}])
 def test_captions_stay_aligned_with_their_videos_around_skips(bad):
     split = _split(MemorySource(8, bad=bad, solid=True), captions_per_video=2)
-    got = evaluate(Oracle(), split, num_frames=NUM_FRAMES, batch_size=3, chunk_size=5, progress=False)
+    got = evaluate(Oracle(), split, EvalConfig(batch_size=3, chunk_size=5), num_frames=NUM_FRAMES, progress=False)
     assert got["t2v_r1"] == 100.0 and got["v2t_r1"] == 100.0
     assert (got["num_videos"], got["num_captions"], got["skipped_videos"]) == (8 - len(bad), 16 - 2 * len(bad),
                                                                                len(bad))
@@ -124,7 +126,7 @@ def test_captions_stay_aligned_with_their_videos_around_skips(bad):
 def test_reversal_pairs_touching_a_skipped_video_are_left_out(model):
     split = _split(MemorySource(6, bad={3}), captions_per_video=1)
     pairs = [(0, 0, 1, 1), (2, 2, 3, 3), (4, 4, 5, 5)]  # (video_a, caption_a, video_b, caption_b)
-    got = evaluate(model, split, num_frames=NUM_FRAMES, pairs=pairs, progress=False)
+    got = evaluate(model, OpenedSplit(split, pairs=pairs, num_frames=NUM_FRAMES), progress=False)
     kept = [0, 1, 2, 4, 5]
     video_emb, text_emb, _ = _embeddings(model, split, kept)
     # Positions among the kept videos and captions: pair (2, 3) is gone.

@@ -13,7 +13,7 @@ import vop.methods as methods
 
 ALL = methods.names()
 PROMPTED = [n for n in ALL if methods.get(n).family != "baseline"]
-JOINT = ["vop-f", "vop-fp", "vop-fc"]
+JOINT = [n for n in ALL if any(p.name == "joint frames" for p in methods.get(n).parts)]
 CAPTIONS = ["a red circle moves and ends up on the right", "an empty scene"]
 
 

@@ -79,7 +79,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
         "runtime.tensorboard": False,
     }
     sets = [arg for k, v in overrides.items() for arg in ("--set", f"{k}={v}")]
-    train = _run([sys.executable, "-m", "vop.cli", "train", str(REPO / "configs/msrvtt-9k/proj.yaml"), *sets],
+    train = _run([sys.executable, "-m", "vop.cli", "train", "--data", "msrvtt-9k", "--method", "proj", *sets],
                  tmp_path)
 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

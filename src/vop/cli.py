@@ -39,7 +39,10 @@ def _params(args: argparse.Namespace) -> int:
 
 # -- vop train ----------------------------------------------------------------------------
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML config (configs/<benchmark>/<method>.yaml); omitted: defaults")
+    p.add_argument("config", nargs="?", help="a YAML config for custom runs (applied after --data/--method)")
+    p.add_argument("--data", default=None,
+                   help="data preset: msrvtt-9k, msrvtt-7k, didemo, activitynet, lsmdc, msvd, synthetic (configs/data/)")
+    p.add_argument("--method", default=None, help="method name (vop params lists them); its recipe sets the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted run in out_dir and start over")
@@ -56,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from vop.train.config import load_train_config
 
-    config = load_train_config(args.config, args.overrides)
+    config = load_train_config(args.config, args.overrides, data=args.data, method=args.method)
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False))
         return 0
@@ -77,47 +80,58 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint folder from vop train, or 'zero-shot' for the frozen backbone")
     p.add_argument("--backbone", default=None, help="backbone source (default: the one the checkpoint names)")
-    p.add_argument("--data", default=None, help="a train YAML config whose data section to use")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data", default=None,
+                   help="data preset name (configs/data/) or a YAML config whose data/eval sections to use "
+                        "(default: the data the checkpoint was trained on)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a data.* or eval.* key, e.g. --set data.root=/data/msrvtt")
     p.add_argument("--split", default=None, help="split to evaluate (default: data.test_split)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="autocast for evaluation (default: the precision the run evaluated in, else fp32)")
     p.add_argument("--dual-softmax", action="store_true", help="dual-softmax re-ranking (post-processing)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @command("eval", "evaluate a checkpoint on a benchmark split")(_eval_args)
 def _eval(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
 
-    from vop.configio import apply_overrides, load_yaml
+    from vop.configio import ConfigError, apply_overrides, from_dict, load_settings
+    from vop.data.config import DataConfig
     from vop.data.datasets import open_split
+    from vop.eval.config import EvalConfig
     from vop.eval.evaluate import evaluate
-    from vop.train.config import TrainConfig
-    from vop.runtime import resolve_device
+    from vop.runtime import setup
 
-    data = load_yaml(args.data) if args.data else {}
+    settings = load_settings(args.data) if args.data else {}
+    precision = "fp32"
     if args.checkpoint != "zero-shot":
         from vop.checkpoint import load_checkpoint, read_meta
 
         meta = read_meta(args.checkpoint)
-        data.setdefault("data", meta.get("data", {}))
+        settings.setdefault("data", meta.get("data", {}))
+        # Evaluate as the run did (its validation and test ran under its autocast precision).
+        precision = meta.get("eval_precision") or meta.get("train_config", {}).get("runtime", {}).get("precision", "fp32")
         model, meta = load_checkpoint(args.checkpoint, backbone=args.backbone)
-        data["backbone"] = meta["backbone"]["source"]
-        data.setdefault("method", {"name": meta["method"]["method"]})
-    config = TrainConfig.from_dict(apply_overrides(data, args.overrides + (
-        [f"backbone={args.backbone}"] if args.backbone else [])))
+    settings = apply_overrides(settings, args.overrides)
     if args.checkpoint == "zero-shot":
         from vop.model import create
 
-        model = create("zero-shot", config.backbone)
-    d = config.data
-    device = resolve_device(config.runtime.device)
+        model = create("zero-shot", args.backbone or settings.get("backbone") or "tiny-synthetic")
+    unknown = sorted(set(settings) - {"data", "eval", "backbone", "method", "optim", "runtime"})
+    if unknown:
+        raise ConfigError(f"vop eval reads only the data and eval sections; unknown key(s) {unknown}")
+    d = from_dict(DataConfig, settings.get("data", {}), "data")
+    e = from_dict(EvalConfig, settings.get("eval", {}), "eval")
+    if args.dual_softmax:
+        e = replace(e, dual_softmax=True)
+    device, _ = setup(args.device)
     split_name = args.split or d.test_split
-    opened = open_split(d.benchmark, split_name, root=d.root, video_dir=d.video_dir, cache_dir=d.cache_dir,
-                        num_frames=d.num_frames, synthetic=d.synthetic)
-    metrics = evaluate(model.to(device), opened.split, device=device, num_frames=d.num_frames,
-                       precision=config.runtime.precision, batch_size=config.eval.batch_size,
-                       chunk_size=config.eval.chunk_size, dual_softmax=args.dual_softmax or config.eval.dual_softmax,
-                       pairs=opened.pairs, progress=config.runtime.progress)
+    metrics = evaluate(model.to(device), open_split(d, split_name), e, device=device,
+                       precision=args.precision or precision, progress=not args.quiet)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -4,7 +4,9 @@ any work starts."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib.resources
 import types
 import typing
 from pathlib import Path
@@ -17,13 +19,15 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
-def _merge(base: dict, update: Mapping) -> dict:
-    out = dict(base)
+def merge(base: Mapping, update: Mapping) -> dict:
+    """``update`` on top of ``base``, sections merged key by key. Returns a new dict that
+    shares nothing mutable with either (overrides are applied in place afterwards)."""
+    out = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -43,8 +47,8 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if isinstance(defaults, str):
         defaults = [defaults]
     for item in defaults:
-        merged = _merge(merged, load_yaml(path.parent / item, (*_seen, path)))
-    return _merge(merged, data)
+        merged = merge(merged, load_yaml(path.parent / item, (*_seen, path)))
+    return merge(merged, data)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -154,3 +158,33 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def configs_dir() -> Path:
+    """The shipped configs (package data; ``configs/`` at the repository's top links here)."""
+    return Path(str(importlib.resources.files("vop").joinpath("configs")))
+
+
+def data_presets() -> list[str]:
+    """Names accepted by ``--data``: the files of ``configs/data/``."""
+    return sorted(p.stem for p in (configs_dir() / "data").glob("*.yaml"))
+
+
+def load_preset(name: str) -> tuple[dict, dict]:
+    """Data preset ``name``: its settings and its per-method table (``methods: {NAME: {...}}``)."""
+    path = configs_dir() / "data" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown data preset {name!r}; known: {', '.join(data_presets())} "
+                          "(or pass a YAML file for custom data)")
+    preset = load_yaml(path)
+    table = preset.pop("methods", None) or {}
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: 'methods' must map method names to settings")
+    return preset, dict(table)
+
+
+def load_settings(source: str | Path) -> dict:
+    """A data preset's settings (by name) or a YAML config file's (by path)."""
+    if isinstance(source, str) and source in data_presets():
+        return load_preset(source)[0]
+    return load_yaml(source)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "synthetic"  # shipped as package data
 DEFAULT_METHODS = ("vop", "vop-fc")
 
 
@@ -49,13 +48,10 @@ class Row:
 
 
 def synthetic_config(method: str, overrides: list[str] | None = None):
-    """The shipped config of ``method`` on the synthetic world, with overrides."""
+    """The config of ``method`` on the synthetic world (``--data synthetic``), with overrides."""
     from vop.train.config import load_train_config
 
-    path = CONFIG_DIR / f"{method}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no synthetic config for method {method!r} at {path}")
-    return load_train_config(path, overrides)
+    return load_train_config(None, overrides, data="synthetic", method=method)
 
 
 def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = None, out_dir: Path | None = None,
@@ -75,15 +71,13 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
     extra.append(f"runtime.progress={'true' if progress else 'false'}")
     base = synthetic_config("zero-shot", extra)
     d = base.data
-    splits = {name: open_split("synthetic", name, num_frames=d.num_frames, synthetic=d.synthetic)
-              for name in (d.train_split, d.val_split, d.test_split)}
+    splits = {name: open_split(d, name) for name in (d.train_split, d.val_split, d.test_split)}
     if base.runtime.threads:
         torch.set_num_threads(base.runtime.threads)
     clip = load(base.backbone)
     zero = create("zero-shot", clip)
     test = splits[d.test_split]
-    rows = [Row("zero-shot", 0, 0.0, 0, evaluate(zero, test.split, num_frames=d.num_frames, pairs=test.pairs,
-                                                  batch_size=base.eval.batch_size, progress=progress))]
+    rows = [Row("zero-shot", 0, 0.0, 0, evaluate(zero, test, base.eval, progress=progress))]
     best_prompt, best_pair = None, -1.0
     for method in methods:
         config = synthetic_config(method, extra + [f"runtime.out_dir={out_dir / 'runs' / method}"])

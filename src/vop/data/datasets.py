@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vop.data.config import DataConfig
 from vop.data.types import RetrievalSplit
+from vop.defaults import NUM_FRAMES
 
 
 @dataclass(frozen=True)
@@ -14,12 +16,14 @@ class OpenedSplit:
     split: RetrievalSplit
     groups: list[list[int]] | None = None  # caption indices to keep in one batch (reversal pairs)
     pairs: list[tuple[int, int, int, int]] | None = None  # (video_a, caption_a, video_b, caption_b)
+    num_frames: int = NUM_FRAMES  # frames sampled per video (the data config's)
 
 
-def open_split(benchmark: str, split: str, *, root: str | None = None, video_dir: str | None = None,
-               cache_dir: str | None = None, num_frames: int = 12, synthetic: dict | None = None,
-               image_size: int | None = None) -> OpenedSplit:
-    """``benchmark`` is a reader name (``vop.data.benchmarks.READERS``) or ``synthetic``."""
+def open_split(data: DataConfig, split: str, *, image_size: int | None = None) -> OpenedSplit:
+    """Split ``split`` of the data ``data`` describes. ``data.benchmark`` is a reader name
+    (``vop.data.benchmarks.READERS``) or ``synthetic``."""
+    benchmark, num_frames = data.benchmark, data.num_frames
+    root, video_dir, cache_dir, synthetic = data.root, data.video_dir, data.cache_dir, data.synthetic
     if benchmark == "synthetic":
         from vop.data.synthetic import DownstreamWorld
 
@@ -34,7 +38,7 @@ def open_split(benchmark: str, split: str, *, root: str | None = None, video_dir
         for c, v in enumerate(s.caption_to_video):
             video_to_captions.setdefault(v, []).append(c)
         groups = [video_to_captions.get(a, []) + video_to_captions.get(b, []) for a, _, b, _ in pairs]
-        return OpenedSplit(s, [g for g in groups if g], pairs)
+        return OpenedSplit(s, [g for g in groups if g], pairs, num_frames)
     from vop.data.benchmarks import load_split
 
     if root is None:
@@ -45,7 +49,7 @@ def open_split(benchmark: str, split: str, *, root: str | None = None, video_dir
 
         cache = FrameCache.open(cache_dir)
     s = load_split(benchmark, Path(root), split, video_dir=Path(video_dir) if video_dir else None, cache=cache)
-    return OpenedSplit(s)
+    return OpenedSplit(s, num_frames=num_frames)
 
 
 _WORLDS: dict = {}

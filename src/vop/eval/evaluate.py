@@ -8,8 +8,11 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
+from vop.data.datasets import OpenedSplit
 from vop.data.transforms import VideoTransform, normalize
 from vop.data.types import RetrievalSplit, VideoReadError
+from vop.defaults import NUM_FRAMES
+from vop.eval.config import EvalConfig
 from vop.eval.metrics import chunked_similarity_metrics, pair_accuracy
 from vop.runtime import autocast
 
@@ -57,12 +60,21 @@ def encode_videos(model, split: RetrievalSplit, device, *, num_frames: int, prec
     return emb, kept, failed
 
 
-def evaluate(model, split: RetrievalSplit, *, device: str | torch.device = "cpu", num_frames: int = 12,
-             precision: str = "fp32", batch_size: int = 32, chunk_size: int = 4096, dual_softmax: bool = False,
-             pairs: list[tuple[int, int, int, int]] | None = None, progress: bool = True) -> dict:
+def evaluate(model, split: OpenedSplit | RetrievalSplit, config: EvalConfig = EvalConfig(), *,
+             device: str | torch.device = "cpu", precision: str = "fp32", num_frames: int | None = None,
+             progress: bool = True) -> dict:
     """Metrics of ``model`` on ``split``: t2v/v2t R@1/5/10, MdR, MnR (+ pair accuracy when
-    reversal ``pairs`` are given). Unreadable videos are left out with their captions and
-    counted in ``skipped_videos``."""
+    the split has reversal pairs). ``split`` is what :func:`vop.data.datasets.open_split`
+    returns (its frame count is used) or a bare :class:`RetrievalSplit` (``num_frames``,
+    default 12). Unreadable videos are left out with their captions and counted in
+    ``skipped_videos``. ``precision`` is autocast (:data:`vop.runtime.PRECISIONS`)."""
+    pairs = None
+    if isinstance(split, OpenedSplit):
+        pairs = split.pairs
+        num_frames = num_frames or split.num_frames
+        split = split.split
+    num_frames = num_frames or NUM_FRAMES
+    batch_size, chunk_size, dual_softmax = config.batch_size, config.chunk_size, config.dual_softmax
     device = torch.device(device)
     was_training = model.training
     model.eval()

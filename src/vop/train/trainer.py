@@ -81,9 +81,7 @@ class Trainer:
     # -- data ------------------------------------------------------------------------
     def split(self, name: str) -> OpenedSplit:
         if name not in self.splits:
-            d = self.config.data
-            self.splits[name] = open_split(d.benchmark, name, root=d.root, video_dir=d.video_dir,
-                                           cache_dir=d.cache_dir, num_frames=d.num_frames, synthetic=d.synthetic)
+            self.splits[name] = open_split(self.config.data, name)
         return self.splits[name]
 
     def _loader(self, sampler: EpochSampler, dataset: CaptionVideoDataset) -> DataLoader:
@@ -112,7 +110,8 @@ class Trainer:
         save_checkpoint(self.out_dir / "checkpoints" / which, self.model, backbone_source=self.config.backbone,
                         data=self._data_record(), metrics=metrics or {}, state=state,
                         backbone_identity=self.backbone_identity,
-                        extra={"step": self.state.step, "epoch": self.state.epoch, "train_config": self.config.to_dict()})
+                        extra={"step": self.state.step, "epoch": self.state.epoch, "train_config": self.config.to_dict(),
+                               "eval_precision": self.config.runtime.precision})
 
     def _try_resume(self) -> bool:
         last = self.out_dir / "checkpoints" / "last"
@@ -166,11 +165,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def validate(self, split_name: str, model=None) -> dict:
-        d, e = self.config.data, self.config.eval
-        opened = self.split(split_name)
-        return evaluate(model or self.model, opened.split, device=self.device, num_frames=d.num_frames,
-                        precision=self.config.runtime.precision, batch_size=e.batch_size,
-                        chunk_size=e.chunk_size, dual_softmax=e.dual_softmax, pairs=opened.pairs,
+        return evaluate(model or self.model, self.split(split_name), self.config.eval, device=self.device,
+                        precision=self.config.runtime.precision,
                         progress=self.config.runtime.progress and self.dist.is_main)
 
     def fit(self) -> dict:
