@@ -1,12 +1,14 @@
 """The frozen CLIP backbone: architecture configs, the model, loaders for the checkpoints
-users bring, the BPE tokenizer, and the import of the ModelScope VoP release."""
+users bring, pretrained weights by name (downloaded and verified), the BPE tokenizer, and
+the import of the ModelScope VoP release."""
 
 from __future__ import annotations
 
 from vop.backbone.clip import CLIP
 from vop.backbone.config import ARCHITECTURES, CLIPConfig, infer_config
 from vop.backbone.identity import fingerprint, identity
-from vop.backbone.load import from_state_dict, load
+from vop.backbone.load import load
+from vop.backbone.state import from_state_dict
 
 __all__ = ["ARCHITECTURES", "CLIP", "CLIPConfig", "fingerprint", "from_state_dict", "identity",
            "import_modelscope", "infer_config", "load"]
