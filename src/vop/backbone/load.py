@@ -22,7 +22,7 @@ from vop.backbone.download import fetch_hub_file, hub_cache_hint, is_offline
 from vop.backbone.sidecar import Sidecar, is_clip_hf_config, read_hf_config, read_open_clip_config
 from vop.backbone.state import SHARD_INDEXES, from_state_dict, is_torchscript, read_file
 
-__all__ = ["PACKAGED", "from_state_dict", "load"]
+__all__ = ["PACKAGED", "fetch_weights", "from_state_dict", "load"]
 
 PACKAGED = ("tiny-synthetic",)
 HF_WEIGHTS = ("model.safetensors", *SHARD_INDEXES[:1], "pytorch_model.bin", *SHARD_INDEXES[1:])
@@ -149,6 +149,23 @@ def _pretrained(arch: str, tag: str, dtype: torch.dtype, activation: str | None,
     check = "sha256 ok" if row.sha256 else "from the Hugging Face cache"
     model.weights_source = f"{row.name} ({path}, {check})"
     return model
+
+
+def fetch_weights(source: str, pretrained: str | None = None, progress: bool = True) -> Path:
+    """Download (and verify) the weights ``load(source, pretrained=...)`` would use, without
+    building the model: ``ARCH`` + ``pretrained``, ``ARCH:TAG``, or a hub id. Returns the
+    local file (for hub ids, in the Hugging Face cache beside its config)."""
+    from vop.backbone.pretrained import fetch, get, split_name
+
+    if pretrained is not None:
+        return fetch(get(source, pretrained), progress=progress)
+    if (pair := split_name(source)) is not None:
+        return fetch(get(*pair), progress=progress)
+    repo = source.removeprefix("hf-hub:")
+    if _HUB_ID.match(repo):
+        return _hub_checkpoint(repo)
+    raise ValueError(f"{source!r} names no weights to fetch: give ARCH with pretrained=TAG, ARCH:TAG "
+                     "(`vop weights list`) or a hub id hf-hub:ORG/NAME")
 
 
 def load(source: str | Path, dtype: torch.dtype = torch.float32, seed: int = 0, *,
