@@ -12,6 +12,12 @@ import vop.backbone as backbone
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    # Tests build random tiny towers on purpose; the warning that guards users against
+    # random weights by accident would only add noise here (tests of it use pytest.warns).
+    config.addinivalue_line("filterwarnings", r"ignore:vop\.backbone\.load\(.*built random weights:UserWarning")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

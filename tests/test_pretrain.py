@@ -79,7 +79,7 @@ def test_cli_parses_pretrain():
 def test_reduced_vocabulary_covers_every_synthetic_caption():
     from vop.data.synthetic import vocabulary_texts
 
-    token_map, kept = reduced_token_map()
+    token_map, kept = reduced_token_map(vocabulary_texts())
     assert token_map.shape == (49408,) and len(kept) < 100
     assert 49406 in kept and 49407 in kept
     ids = vop.tokenize(vocabulary_texts(), context_length=32, truncate=False)
@@ -94,7 +94,9 @@ def test_shipped_model_loads_by_name_with_its_token_map(shipped):
     assert cfg.name == "tiny-synthetic"
     assert (cfg.image_resolution, cfg.vision_patch_size, cfg.vision_width, cfg.vision_layers) == (64, 16, 192, 6)
     assert (cfg.transformer_width, cfg.transformer_layers, cfg.context_length, cfg.embed_dim) == (192, 4, 32, 256)
-    token_map, kept = reduced_token_map()
+    from vop.data.synthetic import vocabulary_texts
+
+    token_map, kept = reduced_token_map(vocabulary_texts())
     assert shipped.token_map.dtype == torch.long
     assert torch.equal(shipped.token_map, token_map)
     assert cfg.vocab_size == len(kept) + 1

@@ -417,6 +417,38 @@ def _data(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# -- vop weights (docs/weights.md) --------------------------------------------------------
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["list", "fetch"], help="list: the known pretrained weights; "
+                   "fetch: download (and verify) into the cache, for machines without internet later")
+    p.add_argument("name", nargs="?", help="fetch: ARCH (with --pretrained), ARCH:TAG, or hf-hub:ORG/NAME")
+    p.add_argument("--pretrained", default=None, help="fetch: the pretrained tag, e.g. openai")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("weights", "list the known pretrained CLIP weights, or fetch some into the cache")(_weights_args)
+def _weights(args: argparse.Namespace) -> int:
+    from vop.backbone import pretrained as table
+    from vop.backbone.download import cache_dir
+
+    if args.action == "list":
+        print(table.format_table())
+        print(f"cache: {cache_dir()} (VOP_CACHE); hub weights: the Hugging Face cache. Load with "
+              "vop.backbone.load('ARCH', pretrained='TAG') or the string 'ARCH:TAG'.")
+        return 0
+    if not args.name:
+        raise ValueError("vop weights fetch needs a NAME: ARCH --pretrained TAG, ARCH:TAG or hf-hub:ORG/NAME")
+    if args.pretrained is None and table.split_name(args.name) is None and "/" not in args.name:
+        raise ValueError(f"{args.name!r}: give the weights with --pretrained TAG (tags: "
+                         f"{', '.join(table.tags(args.name)) or 'see `vop weights list`'}), as ARCH:TAG, "
+                         "or a hub id hf-hub:ORG/NAME")
+    from vop.backbone.load import fetch_weights
+
+    path = fetch_weights(args.name, pretrained=args.pretrained, progress=not args.no_progress)
+    print(f"fetched {args.name}{':' + args.pretrained if args.pretrained else ''} -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vop._version import __version__
 

@@ -25,7 +25,7 @@ class VisionTower(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.num_patches + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, cfg.vision_layers, cfg.vision_heads)
+        self.transformer = Transformer(width, cfg.vision_layers, cfg.vision_heads, cfg.activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
@@ -67,8 +67,11 @@ class CLIP(nn.Module):
     def __init__(self, cfg: CLIPConfig, token_map: torch.Tensor | None = None):
         super().__init__()
         self.config = cfg
+        # Where the weights came from, in words (set by vop.backbone.load; run headers print it).
+        self.weights_source = "random weights (built directly)"
         self.visual = VisionTower(cfg)
-        self.transformer = Transformer(cfg.transformer_width, cfg.transformer_layers, cfg.transformer_heads)
+        self.transformer = Transformer(cfg.transformer_width, cfg.transformer_layers, cfg.transformer_heads,
+                                       cfg.activation)
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.transformer_width))
         self.ln_final = LayerNorm(cfg.transformer_width)

@@ -1,5 +1,10 @@
 """CLIP architectures as data: a typed config per backbone, the named ones, and inference
-of the config from a checkpoint's tensors (OpenAI key names)."""
+of the config from a checkpoint's tensors (OpenAI key names).
+
+Two things tensors cannot tell are recorded here explicitly: the number of attention heads
+(the tables :data:`VISION_HEADS` and the 64-wide rule) and the MLP activation (OpenAI's
+``quick_gelu`` or the exact ``gelu`` of every open_clip model trained outside OpenAI).
+"""
 
 from __future__ import annotations
 
@@ -24,12 +29,16 @@ class CLIPConfig:
     transformer_width: int  # text-tower token width
     transformer_heads: int  # text-tower attention heads
     transformer_layers: int  # text-tower blocks
-    vision_heads: int = 0  # 0 means OpenAI's rule, width // 64
+    vision_heads: int = 0  # 0 means the known heads of this width (default_vision_heads)
     name: str = "custom"  # architecture name, recorded in checkpoints
+    activation: str = "quick_gelu"  # MLP activation: OpenAI's "quick_gelu" or exact "gelu"
 
     def __post_init__(self) -> None:
         if self.vision_heads == 0:
-            object.__setattr__(self, "vision_heads", max(1, self.vision_width // 64))
+            object.__setattr__(self, "vision_heads", default_vision_heads(self.vision_width))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"CLIPConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r} "
+                             "(OpenAI CLIP uses quick_gelu; open_clip models trained elsewhere use gelu)")
         for field_name in ("embed_dim", "image_resolution", "vision_layers", "vision_width",
                            "vision_patch_size", "context_length", "vocab_size",
                            "transformer_width", "transformer_heads", "transformer_layers"):
@@ -52,7 +61,13 @@ class CLIPConfig:
         return self.grid_size**2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict. ``activation`` is left out when it is the default
+        ``quick_gelu``: checkpoints written before the field existed record the same dict,
+        so their architecture check still matches."""
+        data = asdict(self)
+        if data["activation"] == "quick_gelu":
+            del data["activation"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "CLIPConfig":
@@ -60,7 +75,26 @@ class CLIPConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown CLIPConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return cls(**data)  # a dict without "activation" is a QuickGELU model (the default)
+
+
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+# Heads of the image towers whose width alone would mislead: OpenAI's towers use 64-wide
+# heads (768 -> 12, 1024 -> 16), the larger open_clip towers do not (H/14: 16 heads of 80,
+# g/14: 16 of 88, bigG/14: 16 of 104). Any other width falls back to 64-wide heads.
+VISION_HEADS = {768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+
+
+def default_vision_heads(width: int) -> int:
+    """Attention heads of an image tower of ``width`` when nothing else says (see VISION_HEADS)."""
+    return VISION_HEADS.get(width, max(1, width // 64))
+
+
+def default_text_heads(width: int) -> int:
+    """Attention heads of a text tower of ``width``: every released CLIP text tower uses 64-wide
+    heads (512 -> 8, 768 -> 12, 1024 -> 16, bigG's 1280 -> 20)."""
+    return max(1, width // 64)
 
 
 _OPENAI_TEXT = dict(context_length=77, vocab_size=49408)
@@ -72,6 +106,12 @@ ARCHITECTURES: dict[str, CLIPConfig] = {
                            transformer_layers=12, name="ViT-B-16", **_OPENAI_TEXT),
     "ViT-L-14": CLIPConfig(768, 224, 24, 1024, 14, transformer_width=768, transformer_heads=12,
                            transformer_layers=12, name="ViT-L-14", **_OPENAI_TEXT),
+    "ViT-L-14-336": CLIPConfig(768, 336, 24, 1024, 14, transformer_width=768, transformer_heads=12,
+                               transformer_layers=12, name="ViT-L-14-336", **_OPENAI_TEXT),
+    # open_clip's ViT-H-14 (LAION-2B): 16 heads of 80 in the image tower, exact GELU.
+    "ViT-H-14": CLIPConfig(1024, 224, 32, 1280, 14, transformer_width=1024, transformer_heads=16,
+                           transformer_layers=24, vision_heads=16, name="ViT-H-14", activation="gelu",
+                           **_OPENAI_TEXT),
     # For tests: the full BPE vocabulary (so the real tokenizer works), a few thin layers,
     # and OpenAI's head rule (width // 64) so that its checkpoints re-load by inference.
     "tiny": CLIPConfig(64, 32, 3, 128, 16, context_length=32, vocab_size=49408,
@@ -94,11 +134,14 @@ def _count_blocks(keys, prefix: str) -> int:
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], name: str = "custom",
-                 vision_heads: int = 0, transformer_heads: int = 0) -> CLIPConfig:
+                 vision_heads: int = 0, transformer_heads: int = 0,
+                 activation: str = "quick_gelu") -> CLIPConfig:
     """Infer a ViT CLIP's shape from its tensors (OpenAI names).
 
-    Heads cannot be read from tensors; OpenAI's rule (width // 64) is used unless given.
-    A ResNet CLIP is refused: only ViT image towers are implemented.
+    Heads and the activation cannot be read from tensors: heads come from the arguments,
+    else from the known widths (:func:`default_vision_heads`, :func:`default_text_heads`);
+    the activation is taken as given. A ResNet CLIP is refused: only ViT image towers are
+    implemented.
     """
     if any(k.startswith("visual.layer1.") for k in state_dict):
         raise ValueError(
@@ -126,17 +169,19 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], name: str = "custom",
         context_length=state_dict["positional_embedding"].shape[0],
         vocab_size=state_dict["token_embedding.weight"].shape[0],
         transformer_width=width,
-        transformer_heads=transformer_heads or max(1, width // 64),
+        transformer_heads=transformer_heads or default_text_heads(width),
         transformer_layers=_count_blocks(state_dict, "transformer.resblocks."),
         vision_heads=vision_heads,
         name=name,
+        activation=activation,
     )
 
 
 def match_architecture(cfg: CLIPConfig) -> str | None:
-    """The name of the known architecture with exactly this shape, if any."""
+    """The name of the known architecture with exactly this shape, if any (the activation
+    is not part of the name: open_clip's LAION ViT-B-32 is OpenAI's shape with exact GELU)."""
     for name, known in ARCHITECTURES.items():
-        if known.to_dict() | {"name": ""} == cfg.to_dict() | {"name": ""}:
+        if replace(known, name="", activation=cfg.activation) == replace(cfg, name=""):
             return name
     return None
 

@@ -115,17 +115,27 @@ def without_rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
     return torch.cat([x[:, :start], x[:, stop:]], dim=1)
 
 
+def activation_layer(name: str) -> nn.Module:
+    """The MLP activation called ``name``: OpenAI's ``quick_gelu`` or the exact (erf) ``gelu``
+    of open_clip's non-OpenAI models and of Hugging Face configs with ``hidden_act: gelu``."""
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown activation {name!r}; expected 'quick_gelu' or 'gelu'")
+
+
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block. ``post_attn`` / ``post_mlp`` let a method transform the
     attention or MLP branch before it joins the residual (adapters), without forking."""
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, activation: str = "quick_gelu"):
         super().__init__()
         self.attn = Attention(width, heads)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, width * 4)),
-            ("gelu", QuickGELU()),
+            ("gelu", activation_layer(activation)),  # named "gelu" in OpenAI's module tree either way
             ("c_proj", nn.Linear(width * 4, width)),
         ]))
         self.ln_2 = LayerNorm(width)
@@ -154,11 +164,11 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of blocks (``resblocks``); callers usually iterate the blocks themselves."""
 
-    def __init__(self, width: int, layers: int, heads: int):
+    def __init__(self, width: int, layers: int, heads: int, activation: str = "quick_gelu"):
         super().__init__()
         self.width = width
         self.layers = layers
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, activation) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         for block in self.resblocks:

@@ -20,6 +20,7 @@ import torch
 
 from vop.backbone.clip import CLIP
 from vop.backbone.config import CLIPConfig
+from vop.backbone.state import from_state_dict
 
 __all__ = ["PACKAGED_FILES", "UNKNOWN_ROW", "reduced_token_map", "asset_path", "load_checkpoint",
            "load_packaged", "packaged_metadata", "read_metadata", "save_checkpoint"]
@@ -31,8 +32,10 @@ BPE_VOCAB_SIZE = 49408
 _FORMAT = "vop-packaged-clip/1"
 
 
-def reduced_token_map(texts: Sequence[str] | None = None) -> tuple[torch.Tensor, list[int]]:
-    """The reduced vocabulary of ``texts`` (default: every caption of the synthetic worlds).
+def reduced_token_map(texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+    """The reduced vocabulary of ``texts`` (for the shipped model: every caption of the
+    synthetic worlds, ``vop.data.synthetic.vocabulary_texts()``; the data layer sits above
+    the backbone, so the caller passes them).
 
     Returns ``(token_map, kept)``: ``token_map`` is a LongTensor ``[49408]`` mapping each BPE
     id to its embedding row (``UNKNOWN_ROW`` for ids ``texts`` never use); ``kept`` lists
@@ -41,10 +44,6 @@ def reduced_token_map(texts: Sequence[str] | None = None) -> tuple[torch.Tensor,
     """
     from vop.backbone.tokenizer import get_tokenizer
 
-    if texts is None:
-        from vop.data.synthetic import vocabulary_texts
-
-        texts = vocabulary_texts()
     tokenizer = get_tokenizer()
     used = {tokenizer.sot_token_id, tokenizer.eot_token_id}
     for text in texts:
@@ -102,8 +101,6 @@ def read_metadata(path: str | Path) -> dict[str, object]:
 def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> CLIP:
     """Build the CLIP stored at ``path`` by :func:`save_checkpoint` (fp16 -> ``dtype``)."""
     from safetensors.torch import load_file
-
-    from vop.backbone.load import from_state_dict
 
     meta = read_metadata(path)
     if meta.get("format") != _FORMAT or "architecture" not in meta:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vop.backbone.convert import unwrap
-from vop.backbone.load import _read_file, from_state_dict
+from vop.backbone.state import from_state_dict, read_file
 from vop.model.factory import create
 
 VISUAL_KEY = "visual_prompt_learner.visual_prompts"
@@ -26,7 +26,7 @@ def import_modelscope(path: str | Path, dtype: torch.dtype = torch.float32, num_
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (expected the ModelScope release VoP_msrvtt9k.pth)")
-    sd = unwrap(_read_file(path))
+    sd = unwrap(read_file(path))
     missing = [k for k in (VISUAL_KEY, TEXT_KEY) if k not in sd]
     if missing or not any(k.startswith("clip.") for k in sd):
         raise ValueError(

@@ -82,7 +82,9 @@ class PretrainConfig:
 def build_model(config: PretrainConfig) -> CLIP:
     """A freshly initialised CLIP of ``config.architecture`` with the reduced vocabulary
     (seeded by ``config.seed``; the global RNG is left as it was)."""
-    token_map, kept = reduced_token_map()
+    from vop.data.synthetic import vocabulary_texts
+
+    token_map, kept = reduced_token_map(vocabulary_texts())
     cfg = replace(ARCHITECTURES[config.architecture], vocab_size=len(kept) + 1, name=PACKAGED_NAME)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
