@@ -50,7 +50,7 @@ FORMAT = "vop-search-index"
 VERSION = 1
 INDEX_JSON, EMBEDDINGS, VIDEOS, FAILED, THUMBS = "index.json", "embeddings.npy", "videos.jsonl", "failed.json", "thumbs"
 _OWNED = re.compile(r"(index\.json|embeddings\.npy|videos\.jsonl|failed\.json|thumbs|ann-[A-Za-z0-9_.-]+\.faiss"
-                    r"|ann-[A-Za-z0-9_.-]+\.tmp)")
+                    r"|\.ann-[A-Za-z0-9_.-]+\.faiss\.tmp-[0-9]+)")
 
 
 class IndexFormatError(ValueError):
