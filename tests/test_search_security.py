@@ -177,3 +177,27 @@ def test_cli_prints_names_escaped_under_a_strict_utf8_terminal(odd_names):
     assert out.returncode == 0, out.stderr.decode(errors="replace")
     text = out.stdout.decode("utf-8")
     assert "unreadable: " + escape("broken" + EVIL) in text and "\x1b" not in text
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_serve_refuses_an_impossible_port(built, capsys, port):
+    from vop.cli import main
+
+    assert main(["serve", str(built[1]), "--port", port]) == 2
+    captured = capsys.readouterr()
+    assert "--port must be between 0 and 65535" in captured.err and "serving on" not in captured.out
+
+
+def test_serve_says_the_port_is_busy_before_claiming_to_serve(built, capsys):
+    import socket
+
+    from vop.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(built[1]), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"port {port} on 127.0.0.1 is busy" in captured.err and "serving on" not in captured.out
+    assert len(captured.err.strip().splitlines()) == 1
