@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vop import atomic
+
 __all__ = ["thumbnail_strip", "encode_image", "png_bytes", "ThumbnailCache"]
 
 
@@ -94,9 +96,7 @@ class ThumbnailCache:
             data, media = encode_image(thumbnail_strip(video, self.num_frames, self.height))
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                tmp = self.folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-                tmp.write_bytes(data)
-                tmp.replace(self.folder / f"{key}.{_EXT[media]}")
+                atomic.write_bytes(self.folder / f"{key}.{_EXT[media]}", data)  # never a half-written strip
             except OSError:
                 self._memory[key] = (data, media)
                 while len(self._memory) > self._memory_items:
