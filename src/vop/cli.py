@@ -297,6 +297,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def _search(args: argparse.Namespace) -> int:
     import json
 
+    from vop.display import escape
     from vop.search.ann import AnnConfig
     from vop.search.service import SearchService
 
@@ -304,13 +305,15 @@ def _search(args: argparse.Namespace) -> int:
     loaded = service.add_index(args.index, checkpoint=args.checkpoint, backbone=args.backbone)
     hits = service.search(args.query, args.k)
     root = loaded.stored.root
+    # Names come from the file system: escaped (control characters, bytes that are not UTF-8).
     if args.json:
-        print(json.dumps([{"rank": h.rank, "score": round(h.score, 6), "id": h.record.id, "path": h.record.path,
-                           "file": str(root / h.record.path), "duration": h.record.duration} for h in hits], indent=2))
+        print(json.dumps([{"rank": h.rank, "score": round(h.score, 6), "id": h.record.id,
+                           "path": escape(h.record.path), "file": escape(root / h.record.path),
+                           "duration": h.record.duration} for h in hits], indent=2))
         return 0
-    print(f"{len(hits)} of {len(loaded)} videos in {loaded.name} ({root}):")
+    print(f"{len(hits)} of {len(loaded)} videos in {escape(loaded.name)} ({escape(root)}):")
     for h in hits:
-        print(f"{h.rank:>4}  {h.score:+.4f}  {h.record.path}")
+        print(f"{h.rank:>4}  {h.score:+.4f}  {escape(h.record.path)}")
     return 0
 
 
@@ -328,8 +331,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 @command("serve", "serve search indexes over HTTP: a JSON API and a web page")(_serve_args)
 def _serve(args: argparse.Namespace) -> int:
+    import errno
+    import socket
+
     import uvicorn
 
+    from vop.display import escape
     from vop.search.ann import AnnConfig
     from vop.search.app import LOOPBACK_HOSTS, create_app
     from vop.search.method import BackboneCache
@@ -337,6 +344,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not args.indexes and not args.demo:
         raise ValueError("give at least one INDEX_DIR, or --demo")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
+    # Bind first (before loading anything): a busy port or a bad address is said at once.
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"port {args.port} on {args.host} is busy (another server is using it); "
+                                     "stop it or pass another --port") from None
+        raise OSError(exc.errno, f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     cache = BackboneCache()
     service = SearchService(cache=cache, ann_config=AnnConfig(kind=args.ann))
     if args.demo:
@@ -349,18 +369,21 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         service.add_index(setup.index, name="demo")
         service.examples = setup.examples
-        print(f"demo collection: {setup.videos} (index {setup.index}, {setup.checkpoint})")
+        print(f"demo collection: {escape(setup.videos)} (index {escape(setup.index)}, {escape(setup.checkpoint)})")
     for path in args.indexes:
         loaded = service.add_index(path)
-        print(f"index {loaded.name}: {len(loaded)} videos, method {loaded.identity['method']['method']}")
+        print(f"index {escape(loaded.name)}: {len(loaded)} videos, method {loaded.identity['method']['method']}")
     hosts = [*LOOPBACK_HOSTS, *args.allow_host]
     if args.host not in LOOPBACK_HOSTS:
         # A wildcard address is reached by names we cannot know: accept any Host unless listed.
         hosts += ["*"] if args.host in ("0.0.0.0", "::") and not args.allow_host else [args.host]
         print(f"warning: listening on {args.host}: every indexed video can be fetched by anyone who reaches it")
     app = create_app(service, allowed_hosts=hosts)
-    print(f"serving on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/  (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    port = sock.getsockname()[1]
+    print(f"serving on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port}/  (Ctrl-C stops)",
+          flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])  # the socket bound above: no second bind that could race
     return 0
 
 

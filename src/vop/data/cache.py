@@ -18,6 +18,14 @@ runs, the directory also holds ``frames.npy.partial`` and ``progress.json`` (the
 done so far); a build that was interrupted resumes from them when started again with
 the same keys, ``num_frames`` and ``size``.
 
+Crash safety: every write is fsync-ed before the rename that publishes it, and the
+folder after it (:mod:`vop.atomic`); rows reach the disk before the progress that lists
+them, the data file before the ``index.json`` that declares it. A kill at any instant
+leaves either the finished cache or an unfinished build that the next build resumes.
+``overwrite=True`` removes the old ``index.json`` first, so from then on the folder is an
+unfinished build, not the old cache. ``index.json`` is validated when opened
+(:class:`CacheFormatError`).
+
 Keys name videos; by default a video's key is its file stem (``video123`` for
 ``.../video123.mp4``), which is the video id of the benchmark readers.
 
@@ -40,17 +48,37 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vop import atomic
 from vop.data.transforms import resize_center_crop
 from vop.data.types import VideoReadError
 from vop.data.video import sample_frames
 
-__all__ = ["FrameCache", "build_frame_cache", "video_key"]
+__all__ = ["CacheFormatError", "FrameCache", "build_frame_cache", "video_key"]
 
 FRAMES_FILE = "frames.npy"
 INDEX_FILE = "index.json"
 _PARTIAL_FILE = FRAMES_FILE + ".partial"
 _PROGRESS_FILE = "progress.json"
 _PROGRESS_EVERY = 64  # videos between progress checkpoints of a build
+
+
+class CacheFormatError(ValueError):
+    """A frame cache file is damaged or not of this format (one line, with the fix)."""
+
+
+def _check_index(index: object, path: Path) -> dict:
+    """``index.json``: ``{"num_frames": int >= 1, "size": int >= 1, "videos": {str: int >= 0},
+    "failed": {str: str}}``."""
+    ok = (isinstance(index, dict)
+          and all(isinstance(index.get(k), int) and not isinstance(index.get(k), bool) and index[k] >= 1
+                  for k in ("num_frames", "size"))
+          and isinstance(index.get("videos"), dict) and isinstance(index.get("failed"), dict)
+          and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in index["videos"].values())
+          and all(isinstance(r, str) for r in index["failed"].values()))
+    if not ok:
+        raise CacheFormatError(f"{path}: not a frame cache index (expects num_frames, size, videos and failed); "
+                               "rebuild the cache with vop cache --overwrite")
+    return index
 
 
 def video_key(path: str | os.PathLike) -> str:
@@ -80,23 +108,32 @@ class FrameCache:
         index_path = directory / INDEX_FILE
         if not index_path.is_file():
             raise FileNotFoundError(f"{directory} is not a frame cache (no {INDEX_FILE})")
-        index = json.loads(index_path.read_text())
+        try:
+            index = json.loads(index_path.read_bytes())
+        except ValueError as exc:
+            raise CacheFormatError(f"{index_path}: not valid JSON ({exc}); rebuild the cache with vop cache "
+                                   "--overwrite") from None
+        index = _check_index(index, index_path)
         cache = cls(
             directory, int(index["num_frames"]), int(index["size"]), dict(index["videos"]), dict(index["failed"])
         )
-        frames = cache._memmap()
+        try:
+            frames = cache._memmap()
+        except (ValueError, EOFError) as exc:
+            raise CacheFormatError(f"{directory / FRAMES_FILE}: not a readable .npy array ({exc}); rebuild the "
+                                   "cache with vop cache --overwrite") from None
         expected = (cache.num_frames, cache.size, cache.size, 3)
         if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[1:] != expected:
-            raise ValueError(
+            raise CacheFormatError(
                 f"{directory / FRAMES_FILE}: {frames.dtype} {frames.shape}, expected uint8 [N, *{expected}]"
             )
         if cache._videos and max(cache._videos.values()) >= frames.shape[0]:
-            raise ValueError(f"{index_path} points past the {frames.shape[0]} rows of {FRAMES_FILE}")
+            raise CacheFormatError(f"{index_path} points past the {frames.shape[0]} rows of {FRAMES_FILE}")
         return cache
 
     def _memmap(self) -> np.ndarray:
         if self._frames is None:
-            self._frames = np.load(self.directory / FRAMES_FILE, mmap_mode="r")
+            self._frames = np.load(self.directory / FRAMES_FILE, mmap_mode="r", allow_pickle=False)
         return self._frames
 
     def get(self, key: str) -> torch.Tensor:
@@ -156,10 +193,14 @@ def build_frame_cache(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for leftover in atomic.leftovers(out / INDEX_FILE) + atomic.leftovers(out / _PROGRESS_FILE):
+        leftover.unlink(missing_ok=True)  # temporary files of a killed write: never published
     if (out / INDEX_FILE).exists():
+        (out / _PROGRESS_FILE).unlink(missing_ok=True)  # stale: a kill after the commit, before its clean-up
         if not overwrite:
             raise FileExistsError(f"{out} already holds a frame cache; pass overwrite=True to rebuild it")
         (out / INDEX_FILE).unlink()
+        atomic.fsync_dir(out)
 
     settings = {"num_frames": num_frames, "size": size, "keys": keys}
     done, failed, frames = _start_or_resume(out, settings, overwrite)
@@ -185,13 +226,16 @@ def build_frame_cache(
     finally:
         bar.close()
 
-    # Commit: data first, then the index that makes the directory a cache.
+    # Commit: data first (durably), then the index that makes the directory a cache.
     frames.flush()
     del frames
+    atomic.fsync_file(out / _PARTIAL_FILE)
     os.replace(out / _PARTIAL_FILE, out / FRAMES_FILE)
+    atomic.fsync_dir(out)
     index = {"num_frames": num_frames, "size": size, "videos": done, "failed": failed}
-    _write_json(out / INDEX_FILE, index, tmp_suffix=".tmp")
+    _write_json(out / INDEX_FILE, index)
     (out / _PROGRESS_FILE).unlink(missing_ok=True)
+    atomic.fsync_dir(out)
     return FrameCache.open(out)
 
 
@@ -204,8 +248,11 @@ def _start_or_resume(out: Path, settings: dict, overwrite: bool) -> tuple[dict[s
         # Interrupted between the two commit steps: the data is complete but unindexed.
         os.replace(out / FRAMES_FILE, partial)
     if progress_path.is_file() and partial.is_file() and not overwrite:
-        progress = json.loads(progress_path.read_text())
-        if {k: progress.get(k) for k in settings} == settings:
+        try:
+            progress = json.loads(progress_path.read_bytes())
+        except ValueError:
+            progress = {}  # damaged: start over
+        if isinstance(progress, dict) and {k: progress.get(k) for k in settings} == settings:
             frames = np.load(partial, mmap_mode="r+")
             if frames.shape == (n, f, s, s, 3) and frames.dtype == np.uint8:
                 return dict(progress["done"]), dict(progress["failed"]), frames
@@ -216,14 +263,13 @@ def _start_or_resume(out: Path, settings: dict, overwrite: bool) -> tuple[dict[s
 
 
 def _checkpoint(out: Path, frames: np.memmap, settings: dict, done: dict, failed: dict) -> None:
-    frames.flush()  # rows reach the file before the progress that lists them
-    _write_json(out / _PROGRESS_FILE, {**settings, "done": done, "failed": failed}, tmp_suffix=".tmp")
+    frames.flush()  # rows reach the file (msync) ...
+    atomic.fsync_file(out / _PARTIAL_FILE)  # ... and the disk, before the progress that lists them
+    _write_json(out / _PROGRESS_FILE, {**settings, "done": done, "failed": failed})
 
 
-def _write_json(path: Path, obj: dict, tmp_suffix: str) -> None:
-    tmp = path.with_name(path.name + tmp_suffix)
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+def _write_json(path: Path, obj: dict) -> None:
+    atomic.write_text(path, json.dumps(obj))
 
 
 def _decode_one(job: tuple[int, str, int, int]) -> tuple[int, np.ndarray | None, str]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 __all__ = [
     "MEAN",
     "STD",
+    "resize",
     "resize_center_crop",
     "random_resized_crop",
     "hflip",
@@ -40,7 +41,7 @@ def _check_frames(frames: torch.Tensor) -> None:
         raise ValueError(f"expected uint8 frames [F, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
 
 
-def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bicubic, antialiased resize of uint8 ``[F, H, W, 3]`` to ``[F, height, width, 3]``."""
     if frames.shape[1:3] == (height, width):
         return frames
@@ -60,6 +61,11 @@ def resize_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
 
     The short side is resized to ``size`` (the long side to ``int(size * long / short)``,
     as torchvision's ``Resize`` does), then the centre ``size x size`` is cropped.
+
+    A frame more than twice as long as it is wide (or tall) is first cropped in source
+    coordinates to the part the centre crop keeps (rounded outward), then resized: the
+    resized frame would otherwise grow with the aspect ratio (a 4096 x 2 clip: 12 frames of
+    224 x 458752). Frames up to 2:1 take the exact path above.
     """
     _check_frames(frames)
     h, w = frames.shape[1:3]
@@ -67,7 +73,12 @@ def resize_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
         new_h, new_w = size, max(size, int(size * w / h))
     else:
         new_h, new_w = max(size, int(size * h / w)), size
-    frames = _resize(frames, new_h, new_w)
+    if max(new_h, new_w) > 2 * size:
+        top, left = (new_h - size) / 2.0, (new_w - size) / 2.0  # the crop in resized coordinates
+        y0, y1 = math.floor(top * h / new_h), math.ceil((top + size) * h / new_h)
+        x0, x1 = math.floor(left * w / new_w), math.ceil((left + size) * w / new_w)
+        return resize(frames[:, y0:y1, x0:x1], size, size).contiguous()  # [F, size, size, 3]
+    frames = resize(frames, new_h, new_w)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     return frames[:, top : top + size, left : left + size].contiguous()
@@ -86,7 +97,7 @@ def random_resized_crop(
     """
     _check_frames(frames)
     top, left, h, w = _crop_params(frames.shape[1], frames.shape[2], scale, ratio, generator)
-    return _resize(frames[:, top : top + h, left : left + w], size, size)
+    return resize(frames[:, top : top + h, left : left + w], size, size)
 
 
 def _crop_params(

@@ -36,6 +36,12 @@ Both paths use FFmpeg's frame/slice threading and convert to RGB only the ``<= F
 frames that are kept. On the sequential path, a decode error after at least one good
 frame ends the video there (broken tails are common in scraped datasets); a file that
 yields no frame at all is a :class:`VideoReadError`.
+
+What is not a video: a file whose demuxer reads images (a PNG or JPEG renamed ``.mp4``),
+whose first stream is not video (an audio file, even with cover art), or whose only
+video streams are attached pictures; each is a :class:`VideoReadError` saying why.
+Frames larger than :data:`MAX_FRAME_PIXELS` are scaled down by the decoder (keeping
+their aspect), so a huge frame size cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import torch
 
 from vop.data.types import VideoReadError
 
-__all__ = ["sample_frames", "sample_indices", "SAMPLING_MODES"]
+__all__ = ["sample_frames", "sample_indices", "SAMPLING_MODES", "MAX_FRAME_PIXELS"]
 
 SAMPLING_MODES = ("middle", "random")
 
@@ -63,6 +69,11 @@ _READ_ERRORS = (av.FFmpegError, OSError, ValueError)
 # Seek only when the planned decode is at most this fraction of a full decode: a seek
 # restarts the decoder (and its threads), so it must skip real work to pay off.
 _SEEK_WORTHWHILE = 0.5
+
+MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are scaled down as they are decoded (4K UHD)
+
+# Demuxers that read still images (image2 reads numbered files; *_pipe single images).
+_IMAGE_DEMUXERS = ("image2", "image2pipe")
 
 
 def sample_indices(num_total: int, num_frames: int, offsets: torch.Tensor | None = None) -> list[int]:
@@ -164,12 +175,32 @@ class _PacketIndex:
         return cost
 
 
+def _not_a_video(container) -> str | None:
+    """Why ``container`` is not a video, or None if it is one."""
+    fmt = container.format.name or ""
+    if fmt in _IMAGE_DEMUXERS or fmt.endswith("_pipe"):
+        return f"not a video: an image ({fmt.removesuffix('_pipe')})"
+    streams = list(container.streams)
+    if not streams:
+        return "no video stream"
+    if streams[0].type != "video":
+        return f"not a video: its first stream is {streams[0].type}"
+    pictures = av.stream.Disposition.attached_pic
+    if not any(not (s.disposition & pictures) for s in container.streams.video):
+        return "not a video: its only picture is an attached image (cover art)"
+    return None
+
+
 def _open_video(name: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     container = av.open(name)
     if not container.streams.video:
         container.close()
         raise VideoReadError(name, "no video stream")
-    stream = container.streams.video[0]
+    reason = _not_a_video(container)
+    if reason is not None:
+        container.close()
+        raise VideoReadError(name, reason)
+    stream = next(s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic))
     stream.thread_type = "AUTO"
     return container, stream
 
@@ -196,9 +227,20 @@ def _scan_packets(name: str) -> _PacketIndex:
     return _PacketIndex(len(pts), tuple(pts[i] for i in order), keyframes)
 
 
+def _bounded(width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` scaled down to at most :data:`MAX_FRAME_PIXELS`, keeping the aspect."""
+    if width * height <= MAX_FRAME_PIXELS:
+        return width, height
+    scale = (MAX_FRAME_PIXELS / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
-    """``[H, W, 3]`` uint8; reformatted to ``size`` (width, height) if the stream changed size."""
-    if size is None or (frame.width, frame.height) == size:
+    """``[H, W, 3]`` uint8 at ``size`` (width, height): the first kept frame's size, so a
+    stream that changes size mid-file keeps one shape; ``None`` for the first frame (its
+    own size, bounded by :data:`MAX_FRAME_PIXELS`)."""
+    size = size or _bounded(frame.width, frame.height)
+    if (frame.width, frame.height) == size:
         return frame.to_ndarray(format="rgb24")
     return frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
 
@@ -226,7 +268,7 @@ def _decode_seeking(name: str, index: _PacketIndex, wanted: list[int]) -> dict[i
                         return None
                     if frame.pts == target:
                         kept[t] = _to_rgb(frame, size)
-                        size = size or (frame.width, frame.height)
+                        size = size or (kept[t].shape[1], kept[t].shape[0])
                         break
                 else:
                     return None
@@ -270,7 +312,7 @@ def _decode_kept(name: str, wanted: set[int], stop_after: int | None) -> tuple[d
             for frame in container.decode(stream):
                 if count in wanted:
                     kept[count] = _to_rgb(frame, size)
-                    size = size or (frame.width, frame.height)
+                    size = size or (kept[count].shape[1], kept[count].shape[0])
                 count += 1
                 if stop_after is not None and count > stop_after:
                     break

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,26 +119,37 @@ def set_search_params(index, config: AnnConfig) -> None:
 def load_or_build(embeddings: np.ndarray, config: AnnConfig, cache_dir: Path | None, generation: str):
     """Build the index, or read it from ``cache_dir`` if this generation's is there.
 
-    Exact (``flat``) indexes are never cached: building one is a copy. A cache that cannot
-    be written (a read-only index folder) is silently skipped."""
+    Exact (``flat``) indexes are never cached: building one is a copy. A cache file that
+    cannot be read (damaged) is rebuilt; one that cannot be written (a read-only or full
+    index folder) is skipped with a warning: the index built in memory answers anyway."""
     if config.kind == "flat" or cache_dir is None:
         return build(embeddings, config)
     faiss = _faiss()
     file = Path(cache_dir) / f"ann-{config.kind}-{generation[:12]}-{config.tag()}.faiss"
     if file.is_file():
-        index = faiss.read_index(str(file))
-        if index.ntotal == len(embeddings):
+        try:
+            index = faiss.read_index(str(file))
+        except RuntimeError:  # FAISS reports a damaged or truncated file this way
+            index = None
+        if index is not None and index.ntotal == len(embeddings) and index.d == embeddings.shape[1]:
             set_search_params(index, config)
             return index
     index = build(embeddings, config)
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
     try:
-        for stale in Path(cache_dir).glob(f"ann-{config.kind}-*.faiss"):
-            stale.unlink()
-        tmp = file.with_suffix(".tmp")
         faiss.write_index(index, str(tmp))
-        tmp.replace(file)
-    except OSError:
-        pass
+        os.replace(tmp, file)
+        for stale in Path(cache_dir).glob(f"ann-{config.kind}-*.faiss"):
+            if stale != file:
+                stale.unlink()
+    except (OSError, RuntimeError) as exc:  # FAISS raises RuntimeError for I/O errors (read-only, disk full)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"could not cache the {config.kind} index in {cache_dir} ({reason[:200]}); it was built in "
+                      "memory and will be rebuilt next time", RuntimeWarning, stacklevel=2)
     return index
 
 

@@ -6,13 +6,18 @@ Routes::
     GET /api/health             {"status": "ok", "indexes": [...], "examples": [...]}
     GET /api/search?q=&k=&index=  ranked results (JSON)
     GET /api/videos/{id}        one video's metadata (JSON)
-    GET /media/{id}             the video file (byte ranges, for seeking)
-    GET /thumbs/{id}            a thumbnail strip (JPEG, or PNG without Pillow)
+    GET /media/{id}             the video file (byte ranges, for seeking; HEAD too)
+    GET /thumbs/{id}            a thumbnail strip (JPEG, or PNG without Pillow; HEAD too)
 
 ``{id}`` is 16 hex digits; ``index=`` picks the index (default: the first that holds the
-id). Every error is JSON ``{"error": message, "status": code}``: 400 for a bad request
-(empty, over-long or undecodable query, k out of range, malformed id), 404 for an unknown
-index, id or route and for a video gone since indexing.
+id). Every error is JSON ``{"error": message, "status": code}``, a refused Host header
+included: 400 for a bad request (empty, over-long or undecodable query, control
+characters, k out of range, malformed id, foreign Host), 404 for an unknown index, id or
+route and for a video gone or changed since indexing (see
+:meth:`~vop.search.service.LoadedIndex.file`), 405 for another method.
+
+Paths in answers are shown with :func:`vop.display.escape`: control characters and bytes
+that are not UTF-8 (file names are bytes) as ``\\xNN``, so every answer is valid JSON text.
 
 Security: files are only ever looked up by id; the Host header must name the loopback
 interface (or the configured host), which defeats DNS-rebinding pages that would read the
@@ -31,8 +36,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from vop.display import escape
 from vop.search.page import PAGE
 from vop.search.service import NotFound, QueryError, SearchService
 
@@ -67,6 +72,30 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _HostCheck:
+    """Pure ASGI middleware refusing a Host header not in ``hosts`` with a JSON 400
+    (Starlette's TrustedHostMiddleware answers in plain text)."""
+
+    def __init__(self, app, hosts: list[str]):
+        self.app = app
+        self.hosts = {h.lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = ""
+        for key, value in scope.get("headers", []):
+            if key == b"host":
+                host = value.decode("latin-1").lower()
+                break
+        name = host if host.endswith("]") else host.rsplit(":", 1)[0]  # without the port ("[::1]:80" too)
+        if name not in self.hosts:
+            response = JSONResponse({"error": "invalid Host header (start vop serve with --allow-host to accept it)",
+                                     "status": 400}, status_code=400)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def _params(request) -> dict[str, str]:
@@ -118,7 +147,7 @@ def create_app(service: SearchService, allowed_hosts: Iterable[str] = LOOPBACK_H
     def hit_json(hit) -> dict:
         r = hit.record
         suffix = f"?index={hit.index}"
-        return {"rank": hit.rank, "score": round(hit.score, 6), "id": r.id, "path": r.path, "index": hit.index,
+        return {"rank": hit.rank, "score": round(hit.score, 6), "id": r.id, "path": escape(r.path), "index": hit.index,
                 "duration": r.duration, "width": r.width, "height": r.height,
                 "media_url": f"/media/{r.id}{suffix}", "thumb_url": f"/thumbs/{r.id}{suffix}",
                 "video_url": f"/api/videos/{r.id}{suffix}"}
@@ -156,23 +185,23 @@ def create_app(service: SearchService, allowed_hosts: Iterable[str] = LOOPBACK_H
         except NotFound:
             available = False
         suffix = f"?index={loaded.name}"
-        return {**record.to_dict(), "index": loaded.name, "available": available,
+        return {**record.to_dict(), "path": escape(record.path), "index": loaded.name, "available": available,
                 "media_url": f"/media/{record.id}{suffix}", "thumb_url": f"/thumbs/{record.id}{suffix}"}
 
-    @app.get("/media/{video_id}")
+    @app.api_route("/media/{video_id}", methods=["GET", "HEAD"])
     def media(video_id: str, request: Request):
         path = service.media_path(video_id, index_param(request))
         media_type = _MEDIA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
         return FileResponse(path, media_type=media_type or "application/octet-stream",
                             headers={"Cache-Control": "private, max-age=300"})
 
-    @app.get("/thumbs/{video_id}")
+    @app.api_route("/thumbs/{video_id}", methods=["GET", "HEAD"])
     def thumb(video_id: str, request: Request):
         data, media_type = service.thumbnail(video_id, index_param(request))
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
     hosts = list(allowed_hosts)
     if "*" not in hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+        app.add_middleware(_HostCheck, hosts=hosts)
     app.add_middleware(_SecurityHeaders)
     return app

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vop import atomic
 from vop.demo import demo_home, demo_prompts_dir
 
 __all__ = ["DEMO_BACKBONE", "DEMO_COUNT", "DemoSetup", "demo_prompts_dir", "demo_search_dir", "prepare_demo",
@@ -57,7 +58,9 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    atomic.fsync_file(tmp)  # durable before it is published: a kill never leaves a truncated video
     tmp.replace(path)
+    atomic.fsync_dir(path.parent)
 
 
 def write_demo_videos(folder: Path, count: int = DEMO_COUNT, seed: int = 0) -> list[dict]:
@@ -87,7 +90,7 @@ def write_demo_videos(folder: Path, count: int = DEMO_COUNT, seed: int = 0) -> l
             if not (folder / name).is_file():
                 _write_mp4(folder / name, big, DEMO_FPS)
             videos.append({"path": name, "caption": info.caption(), "kind": info.kind})
-    manifest_file.write_text(json.dumps({"seed": seed, "videos": videos}, indent=1))
+    atomic.write_text(manifest_file, json.dumps({"seed": seed, "videos": videos}, indent=1))
     return videos
 
 

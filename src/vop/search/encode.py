@@ -11,6 +11,13 @@ content hash is unchanged), encodes new and changed files, and drops deleted one
 that cannot be decoded is reported in ``failed.json`` and skipped; it is retried once its
 size or mtime changes.
 
+Progress is committed in pieces: every ``piece_videos`` videos or ``piece_seconds`` seconds
+(whichever comes first) the index is rewritten with what is done so far (a valid index of
+the files encoded up to then, written crash-safely), so a killed run loses at most one
+piece and a re-run keeps the rest (re-run without ``--rebuild`` to resume a rebuild).
+Embeddings that are not finite (a damaged checkpoint) stop the run before anything is
+written.
+
 Distributed (``torchrun --nproc-per-node N vop encode ...``): rank 0 plans, broadcasts the
 list of files to encode, every rank encodes its slice (``files[rank::world]``) and writes a
 shard beside the index; after a barrier rank 0 merges the shards into one index. The
@@ -24,6 +31,7 @@ import copy
 import json
 import os
 import shutil
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,12 +42,14 @@ import torch
 
 from vop.data.types import VideoReadError
 from vop.defaults import NUM_FRAMES
+from vop.display import escape
 from vop.runtime import WEIGHT_DTYPES  # a weight cast (the model's tensors), not autocast
 from vop.search.method import IndexMismatch, check_same_encoder
 from vop.search.records import FileState, VideoRecord, content_hash, probe, video_id, walk_videos
-from vop.search.store import StoredIndex, is_index, read_index, write_index
+from vop.search.store import StoredIndex, check_target, is_index, read_index, write_index
 
-__all__ = ["EncodeConfig", "EncodeReport", "encode_collection", "frame_count", "video_encoder"]
+__all__ = ["EncodeConfig", "EncodeReport", "NonFiniteEmbeddings", "encode_collection", "frame_count",
+           "video_encoder"]
 
 DEFAULT_FRAMES = NUM_FRAMES
 
@@ -56,6 +66,8 @@ class EncodeConfig:
     rebuild: bool = False  # ignore an existing index and encode everything again
     precision: str = "fp32"  # "bf16": a bf16 copy of the model (docs/search.md: speed and agreement)
     compile: bool = False  # run encode_video through torch.compile (a one-off compile; docs/search.md)
+    piece_videos: int = 1000  # commit progress (rewrite the index) after this many videos ...
+    piece_seconds: float = 120.0  # ... or this many seconds, whichever first (one process only)
 
     def __post_init__(self) -> None:
         if self.precision not in WEIGHT_DTYPES:
@@ -66,6 +78,13 @@ class EncodeConfig:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.piece_videos < 1 or not self.piece_seconds > 0:
+            raise ValueError(f"piece_videos and piece_seconds must be > 0, got {self.piece_videos}, "
+                             f"{self.piece_seconds}")
+
+
+class NonFiniteEmbeddings(ValueError):
+    """The model produced NaN or inf embeddings (a damaged checkpoint): nothing is written."""
 
 
 @dataclass
@@ -80,12 +99,12 @@ class EncodeReport:
     failed: list[dict] = field(default_factory=list)  # [{"path", "reason"}]
 
     def summary(self) -> str:
-        lines = [f"{self.index}: {self.total} videos indexed ({self.encoded} encoded, {self.reused} unchanged, "
+        lines = [f"{escape(self.index)}: {self.total} videos indexed ({self.encoded} encoded, {self.reused} unchanged, "
                  f"{self.removed} removed), {len(self.failed)} unreadable"]
         for f in self.failed[:20]:
-            lines.append(f"  unreadable: {f['path']}: {f['reason']}")
+            lines.append(f"  unreadable: {escape(f['path'])}: {escape(f['reason'])}")
         if len(self.failed) > 20:
-            lines.append(f"  ... and {len(self.failed) - 20} more (see {self.index / 'failed.json'})")
+            lines.append(f"  ... and {len(self.failed) - 20} more (see {escape(self.index / 'failed.json')})")
         return "\n".join(lines)
 
 
@@ -192,8 +211,11 @@ def video_encoder(model, config: EncodeConfig) -> Callable[[torch.Tensor], torch
 
 
 def _encode_files(root: Path, files: list[FileState], model, num_frames: int, config: EncodeConfig,
-                  show: bool) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
-    """Encode ``files``: ``(records, embeddings [n, D], failures)`` for the readable ones."""
+                  show: bool, commit: Callable | None = None) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
+    """Encode ``files``: ``(records, embeddings [n, D], failures)`` for the readable ones.
+
+    ``commit(records, embeddings, failures)`` (if given) is called with everything done so
+    far at the end of each piece (``config.piece_videos`` / ``config.piece_seconds``)."""
     from tqdm import tqdm
 
     from vop.data.transforms import normalize
@@ -211,14 +233,20 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
         if not batch_frames:
             return
         x = torch.stack(batch_frames).to(config.device)  # [B, F, R, R, 3] uint8
-        emb = encode(normalize(x))  # [B, D]
-        chunks.append(emb.cpu().numpy())
+        emb = encode(normalize(x)).cpu().numpy()  # [B, D]
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            raise NonFiniteEmbeddings(
+                f"the encoder gave non-finite (NaN or inf) embeddings for {escape(batch_recs[int(bad.argmax())].path)}"
+                " and nothing was written; the checkpoint is damaged (check its weights)")
+        chunks.append(emb)
         records.extend(batch_recs)
         batch_recs.clear()
         batch_frames.clear()
 
     bar = tqdm(total=len(files), unit="video", desc="encoding", disable=not show)
     load = lambda s: _load_one(root, s, num_frames, resolution)  # noqa: E731
+    piece_start, piece_count = time.monotonic(), 0
     for state, future in _prefetch(files, load, config.workers, ahead=2 * config.batch_size):
         try:
             rec, frames = future.result()
@@ -231,6 +259,12 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
             if len(batch_frames) == config.batch_size:
                 flush()
         bar.update(1)
+        piece_count += 1
+        if commit is not None and (piece_count >= config.piece_videos
+                                   or time.monotonic() - piece_start >= config.piece_seconds):
+            flush()
+            commit(list(records), np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32), list(failed))
+            piece_start, piece_count = time.monotonic(), 0
     flush()
     bar.close()
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
@@ -250,6 +284,7 @@ def _merge(old: StoredIndex | None, plan: _Plan, new_records: list[VideoRecord],
 
 
 def _open_old(out: Path, root: Path, identity: dict, config: EncodeConfig) -> StoredIndex | None:
+    check_target(out)  # refuse a folder that is not an index before any work
     if config.rebuild or not is_index(out):
         return None
     old = read_index(out)
@@ -298,7 +333,12 @@ def encode_collection(video_dir: str | os.PathLike, out: str | os.PathLike, mode
         todo = files[rank::world]
     else:
         todo = plan.encode
-    records, emb, failed = _encode_files(root, todo, model, num_frames, config, show=config.progress and rank == 0)
+    commit = None
+    if not distributed and todo:
+        def commit(recs, embs, fails):  # a valid index of what is done so far
+            _finish(out, root, identity, num_frames, resolution, old, plan, recs, embs, fails, dim)
+    records, emb, failed = _encode_files(root, todo, model, num_frames, config, show=config.progress and rank == 0,
+                                         commit=commit)
 
     if distributed:
         shards = out.with_name(f".{out.name}.shards")

@@ -10,8 +10,11 @@ tensors and backbone weights): an index loaded with another checkpoint is refuse
 message naming both. Indexes built by the same checkpoint share one model.
 
 Files are served by id only: the service maps an id to the path recorded in the index (a
-relative path without ``..``, joined to the recorded root) and checks that the file is
-still there; nothing a request says ever becomes part of a path.
+relative path without ``..`` or hidden parts, with a video suffix, joined to the recorded
+root) and serves it only if its real path (symlinks resolved) is a regular file inside the
+real recorded root and its size and modification time still match the record; nothing a
+request says ever becomes part of a path. A symlink re-pointed after indexing, a root
+edited to ``/`` or a file swapped for another is "not found".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,7 +32,8 @@ import torch
 
 from vop.search import ann
 from vop.search.method import BackboneCache, check_same_encoder, load_method
-from vop.search.records import VideoRecord
+from vop.display import escape
+from vop.search.records import VIDEO_SUFFIXES, VideoRecord
 from vop.search.store import THUMBS, StoredIndex, read_index
 from vop.search.thumbs import ThumbnailCache
 
@@ -77,17 +82,32 @@ class LoadedIndex:
         return self.stored.records[row]
 
     def file(self, record: VideoRecord) -> Path:
-        """The video's file: its recorded relative path under the recorded root, if still there."""
+        """The real path of the video's file, if it is still the file that was indexed.
+
+        Raises :class:`NotFound` unless: the recorded path is relative, without ``..``,
+        hidden parts or NUL, with a video suffix; its real path (symlinks resolved) lies
+        inside the real recorded root; it is a regular file; and its size and mtime match
+        the record."""
         rel = PurePosixPath(record.path)
-        if rel.is_absolute() or ".." in rel.parts or "\\" in record.path or "\x00" in record.path:
+        if (rel.is_absolute() or not rel.parts or any(p in ("..", ".") or p.startswith(".") for p in rel.parts)
+                or "\\" in record.path or "\x00" in record.path or not record.path.lower().endswith(VIDEO_SUFFIXES)):
             raise NotFound(f"video {record.id} has an unsafe recorded path; re-run vop encode")
-        root = self.stored.root
-        full = root.joinpath(*rel.parts)
-        if os.path.commonpath([os.path.normpath(full), os.path.normpath(root)]) != os.path.normpath(root):
-            raise NotFound(f"video {record.id} lies outside the collection; re-run vop encode")
-        if not full.is_file():
-            raise NotFound(f"video {record.id} ({record.path}) is no longer in the collection; re-run vop encode")
-        return full
+        root = os.path.realpath(self.stored.root)
+        if root == os.path.sep or root != os.path.normpath(str(self.stored.root)):
+            # the recorded root was resolved at encode time: one that resolves elsewhere now
+            # (replaced by a symlink) or that is the file system's root is not served from
+            raise NotFound(f"video {record.id}: the index's root is not a collection folder; re-run vop encode")
+        try:
+            real = os.path.realpath(os.path.join(root, *rel.parts), strict=True)
+            st = os.stat(real)
+        except OSError:
+            raise NotFound(f"video {record.id} ({escape(record.path)}) is no longer in the collection; "
+                           "re-run vop encode") from None
+        if os.path.commonpath([real, root]) != root:
+            raise NotFound(f"video {record.id} lies outside the collection")
+        if not stat.S_ISREG(st.st_mode) or st.st_size != record.size or st.st_mtime_ns != record.mtime_ns:
+            raise NotFound(f"video {record.id} ({escape(record.path)}) changed since it was indexed; re-run vop encode")
+        return Path(real)
 
     def summary(self) -> dict:
         meta = self.stored.meta
@@ -179,7 +199,8 @@ class SearchService:
             raise QueryError("the query is empty")
         if len(query) > self.max_query_chars:
             raise QueryError(f"the query has {len(query)} characters; at most {self.max_query_chars} are allowed")
-        if any(ord(c) < 32 and c not in "\t\n\r" for c in query) or "\ufffd" in query:
+        if any((ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF
+               for c in query) or "\ufffd" in query:
             raise QueryError("the query holds control characters or undecodable bytes")
         try:
             k = int(k)

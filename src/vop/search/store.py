@@ -14,30 +14,47 @@ Layout (see ``docs/search.md``)::
       thumbs/          thumbnail cache (vop serve), kept across re-encodes
       ann-*.faiss      approximate-search caches for one generation (rebuilt when stale)
 
-A write builds the whole folder under a temporary name beside ``INDEX_DIR`` and swaps it
-in with two renames, so a reader sees the old index or the new one, never a mix.
+Owned files: the names above (and ``ann-*.faiss``) are the format's; ``vop encode`` updates
+or replaces only a folder whose ``index.json`` declares this format and that holds nothing
+else, so it can never delete a user's files.
+
+A write builds the whole folder under a hidden temporary name beside ``INDEX_DIR``,
+fsyncs it and swaps it in atomically (:func:`vop.atomic.replace_dir`), so a reader or a
+kill at any instant finds the old index or the new one, never a mix and never none;
+the leftovers of an interrupted write are recovered or removed by the next reader or
+writer (:func:`vop.atomic.recover_dir`).
+
+Every file is validated against its schema when read (:func:`read_index`, one function
+per file); a damaged one raises :class:`IndexFormatError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from vop import atomic
 from vop.search.records import VideoRecord
 
-__all__ = ["FORMAT", "VERSION", "INDEX_JSON", "EMBEDDINGS", "VIDEOS", "FAILED", "THUMBS", "StoredIndex",
-           "is_index", "read_index", "write_index"]
+__all__ = ["FORMAT", "VERSION", "INDEX_JSON", "EMBEDDINGS", "VIDEOS", "FAILED", "THUMBS", "IndexFormatError",
+           "StoredIndex", "is_index", "check_target", "foreign_entries", "read_index", "write_index"]
 
 FORMAT = "vop-search-index"
 VERSION = 1
 INDEX_JSON, EMBEDDINGS, VIDEOS, FAILED, THUMBS = "index.json", "embeddings.npy", "videos.jsonl", "failed.json", "thumbs"
+_OWNED = re.compile(r"(index\.json|embeddings\.npy|videos\.jsonl|failed\.json|thumbs|ann-[A-Za-z0-9_.-]+\.faiss"
+                    r"|\.ann-[A-Za-z0-9_.-]+\.faiss\.tmp-[0-9]+)")
+
+
+class IndexFormatError(ValueError):
+    """A file of a search index is missing, damaged or not of this format (one line, with the fix)."""
 
 
 @dataclass
@@ -67,48 +84,197 @@ class StoredIndex:
         return len(self.records)
 
 
+# -- schemas: one reader per file -------------------------------------------------------------
+def _load_json(file: Path):
+    try:
+        return json.loads(file.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{file}: not valid JSON ({exc}); the index is damaged, re-run vop encode "
+                               "with --rebuild") from None
+
+
+def _declares_format(meta: object) -> bool:
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def _check_meta(meta: object, file: Path) -> dict:
+    """``index.json``: a JSON object of this format and version with the documented fields."""
+    if not _declares_format(meta):
+        what = f"format {meta.get('format')!r}" if isinstance(meta, dict) else f"a JSON {type(meta).__name__}"
+        raise IndexFormatError(f"{file}: not a vop search index ({what}); build one with vop encode")
+    if meta.get("version") != VERSION:
+        raise IndexFormatError(f"{file}: index format version {meta.get('version')!r}, this vop reads {VERSION}")
+    expect = {"generation": str, "root": str, "encoder": dict, "num_frames": int, "resolution": int, "dim": int,
+              "count": int}
+    for key, kind in expect.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise IndexFormatError(f"{file}: {key!r} must be a JSON {kind.__name__}, got {value!r:.60}; "
+                                   "the index is damaged, re-run vop encode with --rebuild")
+    if not os.path.isabs(meta["root"]):
+        raise IndexFormatError(f"{file}: 'root' must be an absolute path, got {meta['root']!r:.60}")
+    encoder = meta["encoder"]
+    if not (isinstance(encoder.get("checkpoint"), str) and isinstance(encoder.get("method"), dict)
+            and isinstance(encoder.get("backbone"), dict)):
+        raise IndexFormatError(f"{file}: 'encoder' lacks its checkpoint, method or backbone; the index is damaged, "
+                               "re-run vop encode with --rebuild")
+    return meta
+
+
+_RECORD_TYPES = {"id": (str,), "path": (str,), "size": (int,), "mtime_ns": (int,), "hash": (str,),
+                 "duration": (int, float, type(None)), "width": (int,), "height": (int,), "num_frames": (int,)}
+
+
+def _check_record(d: object, where: str) -> VideoRecord:
+    """One ``videos.jsonl`` line."""
+    if not isinstance(d, dict):
+        raise IndexFormatError(f"{where}: a record must be a JSON object, got {type(d).__name__}")
+    for f in fields(VideoRecord):
+        value = d.get(f.name)
+        if f.name not in d or not isinstance(value, _RECORD_TYPES[f.name]) or isinstance(value, bool):
+            raise IndexFormatError(f"{where}: record field {f.name!r} is missing or not a "
+                                   f"{'/'.join(t.__name__ for t in _RECORD_TYPES[f.name])}; the index is damaged, "
+                                   "re-run vop encode with --rebuild")
+    return VideoRecord.from_dict(d)
+
+
+def _read_records(file: Path) -> list[VideoRecord]:
+    records = []
+    try:
+        with open(file, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        d = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise IndexFormatError(f"{file}:{n}: not valid JSON ({exc}); re-run vop encode "
+                                               "with --rebuild") from None
+                    records.append(_check_record(d, f"{file}:{n}"))
+    except UnicodeDecodeError:
+        raise IndexFormatError(f"{file}: not UTF-8 text; the index is damaged, re-run vop encode with --rebuild") \
+            from None
+    return records
+
+
+def _read_embeddings(file: Path, count: int, dim: int, mmap: bool) -> np.ndarray:
+    try:
+        emb = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise IndexFormatError(f"{file} is missing; the index is damaged, re-run vop encode with --rebuild") \
+                from None
+        raise IndexFormatError(f"{file}: not a readable .npy array ({type(exc).__name__}: {exc}); the index is "
+                               "damaged, re-run vop encode with --rebuild") from None
+    if not isinstance(emb, np.ndarray) or emb.dtype != np.float32 or emb.ndim != 2 or emb.shape != (count, dim):
+        raise IndexFormatError(
+            f"{file} holds {getattr(emb, 'dtype', type(emb).__name__)} {getattr(emb, 'shape', '')} but the index "
+            f"lists {count} videos of dimension {dim}; the index is damaged, re-run vop encode with --rebuild")
+    if count and not np.isfinite(emb).all():
+        raise IndexFormatError(f"{file} holds non-finite values (NaN or inf); re-run vop encode with --rebuild "
+                               "and a sound checkpoint")
+    return emb
+
+
+def _read_failed(file: Path) -> list[dict]:
+    if not file.is_file():
+        return []
+    failed = _load_json(file)
+    if not isinstance(failed, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("reason"), str)
+            for f in failed):
+        raise IndexFormatError(f"{file}: must be a list of {{\"path\", \"reason\"}} objects; the index is damaged, "
+                               "re-run vop encode with --rebuild")
+    return failed
+
+
+# -- the folder -------------------------------------------------------------------------------
+def _meta_if_index(path: Path) -> dict | None:
+    try:
+        meta = json.loads((path / INDEX_JSON).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return meta if _declares_format(meta) else None
+
+
+def _complete(path: Path) -> bool:
+    """A leftover folder that holds a whole index (its index.json is written last)."""
+    return _meta_if_index(path) is not None and (path / VIDEOS).is_file() and (path / EMBEDDINGS).is_file()
+
+
+def _recover(path: Path) -> None:
+    """Finish or undo an interrupted write (best effort for readers of a read-only folder)."""
+    if atomic.leftovers(path):
+        try:
+            atomic.recover_dir(path, _complete)
+        except OSError:
+            pass
+
+
 def is_index(path: str | os.PathLike) -> bool:
-    return (Path(path) / INDEX_JSON).is_file()
+    """Whether ``path`` holds an ``index.json`` that declares this format."""
+    path = Path(path)
+    if not (path / INDEX_JSON).exists():
+        _recover(path)
+    return _meta_if_index(path) is not None
+
+
+def foreign_entries(path: str | os.PathLike) -> list[str]:
+    """Names in the folder ``path`` that the index format does not own (sorted)."""
+    return sorted(p.name for p in Path(path).iterdir() if not _OWNED.fullmatch(p.name))
 
 
 def read_index(path: str | os.PathLike, mmap: bool = False) -> StoredIndex:
-    """Read ``INDEX_DIR``; ``mmap`` maps the embeddings instead of reading them."""
+    """Read and validate ``INDEX_DIR``; ``mmap`` maps the embeddings instead of reading them."""
     path = Path(path)
     meta_file = path / INDEX_JSON
+    if not meta_file.exists():
+        _recover(path)
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not a vop search index (no {INDEX_JSON}); build one with vop encode")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_file}: not a vop search index (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{meta_file}: index format version {meta.get('version')}, this vop reads {VERSION}")
-    with open(path / VIDEOS, encoding="utf-8") as f:
-        records = [VideoRecord.from_dict(json.loads(line)) for line in f if line.strip()]
-    embeddings = np.load(path / EMBEDDINGS, mmap_mode="r" if mmap else None)
-    if embeddings.dtype != np.float32 or embeddings.ndim != 2 or embeddings.shape[0] != len(records):
-        raise ValueError(
-            f"{path}: {EMBEDDINGS} holds {embeddings.dtype} {embeddings.shape} but {VIDEOS} lists "
-            f"{len(records)} videos; the index is damaged, re-run vop encode"
-        )
-    failed_file = path / FAILED
-    failed = json.loads(failed_file.read_text()) if failed_file.is_file() else []
-    return StoredIndex(path, meta, records, embeddings, failed)
+    meta = _check_meta(_load_json(meta_file), meta_file)
+    records = _read_records(path / VIDEOS)
+    if len(records) != meta["count"]:
+        raise IndexFormatError(f"{path / VIDEOS} lists {len(records)} videos but {meta_file} says {meta['count']}; "
+                               "the index is damaged, re-run vop encode with --rebuild")
+    embeddings = _read_embeddings(path / EMBEDDINGS, len(records), meta["dim"], mmap)
+    return StoredIndex(path, meta, records, embeddings, _read_failed(path / FAILED))
+
+
+def check_target(path: Path) -> dict | None:
+    """The ``index.json`` of the index at ``path`` if there is one to replace, None if the
+    folder is missing or empty; refuses anything else (a user's folder is never replaced)."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        raise IndexFormatError(f"{path} exists and is not a folder; choose another --out")
+    if not any(path.iterdir()):
+        return None
+    meta = _meta_if_index(path)
+    if meta is None:
+        raise IndexFormatError(f"{path} exists and is not a vop search index (nor empty): its {INDEX_JSON} is "
+                               "missing or does not declare the format; choose another --out")
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise IndexFormatError(f"{path} holds files that are not part of a vop search index ({shown}); move them "
+                               "out or choose another --out")
+    return meta
 
 
 def write_index(path: str | os.PathLike, *, root: str | os.PathLike, encoder: dict, num_frames: int,
                 resolution: int, records: list[VideoRecord], embeddings: np.ndarray,
                 failed: list[dict]) -> StoredIndex:
-    """Write a complete index to ``path`` atomically (a folder swap), keeping its thumbnails."""
+    """Write a complete index to ``path`` (crash-safe folder swap), keeping its thumbnails."""
     path = Path(path)
-    if path.exists() and not is_index(path) and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"{path} exists and is not a vop search index (nor empty); choose another --out")
+    _recover(path)
+    previous = check_target(path)
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(records):
         raise ValueError(f"{len(records)} records but embeddings of shape {embeddings.shape}")
+    if not np.isfinite(embeddings).all():
+        raise ValueError("refusing to write an index with non-finite (NaN or inf) embeddings")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    created = now
-    if is_index(path):
-        created = json.loads((path / INDEX_JSON).read_text()).get("created", now)
+    created = previous.get("created", now) if previous else now
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -124,20 +290,26 @@ def write_index(path: str | os.PathLike, *, root: str | os.PathLike, encoder: di
         "updated": now,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = atomic.temp_sibling(path)
     tmp.mkdir()
-    np.save(tmp / EMBEDDINGS, embeddings)
-    with open(tmp / VIDEOS, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
-    (tmp / FAILED).write_text(json.dumps(failed, indent=1))
-    (tmp / INDEX_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    if (path / THUMBS).is_dir():
-        os.replace(path / THUMBS, tmp / THUMBS)  # the cache is keyed by content hash
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        np.save(tmp / EMBEDDINGS, embeddings)
+        with open(tmp / VIDEOS, "w", encoding="utf-8") as f:  # ensure_ascii: names with undecodable bytes survive
+            for r in records:
+                f.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
+        (tmp / FAILED).write_text(json.dumps(failed, indent=1))
+        (tmp / INDEX_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))  # last: marks it complete
+        atomic.replace_dir(tmp, path, on_swapped=_carry_thumbs)
+    except BaseException:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return StoredIndex(path, meta, list(records), embeddings, list(failed))
+
+
+def _carry_thumbs(new: Path, previous: Path) -> None:
+    """Keep the thumbnail cache (keyed by content hash) across a rewrite."""
+    if (previous / THUMBS).is_dir() and not (new / THUMBS).exists():
+        os.replace(previous / THUMBS, new / THUMBS)

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from vop import atomic
 
 __all__ = ["thumbnail_strip", "encode_image", "png_bytes", "ThumbnailCache"]
 
@@ -30,12 +30,13 @@ def thumbnail_strip(path: str | os.PathLike, num_frames: int = 6, height: int = 
     Raises :class:`vop.data.types.VideoReadError` for an unreadable file."""
     from vop.data.video import sample_frames
 
+    from vop.data.transforms import resize
+
     frames, _ = sample_frames(path, num_frames=num_frames, mode="middle")  # [F, H, W, 3]
     h, w = frames.shape[1:3]
     width = max(1, min(4 * height, round(w * height / h)))  # cap very wide frames
-    x = frames.permute(0, 3, 1, 2).float()  # [F, 3, H, W]
-    y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    y = y.round().clamp(0, 255).to(torch.uint8).permute(2, 0, 3, 1)  # [height, F, width, 3]
+    # uint8 all the way (no float copy of full-size frames: 4x their memory)
+    y = resize(frames, height, width).permute(1, 0, 2, 3)  # [height, F, width, 3]
     return y.reshape(height, -1, 3).contiguous().numpy()
 
 
@@ -95,9 +96,7 @@ class ThumbnailCache:
             data, media = encode_image(thumbnail_strip(video, self.num_frames, self.height))
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                tmp = self.folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-                tmp.write_bytes(data)
-                tmp.replace(self.folder / f"{key}.{_EXT[media]}")
+                atomic.write_bytes(self.folder / f"{key}.{_EXT[media]}", data)  # never a half-written strip
             except OSError:
                 self._memory[key] = (data, media)
                 while len(self._memory) > self._memory_items:
