@@ -178,7 +178,7 @@ def test_every_preset_composes_with_every_method(data, method):
     assert (config.data.root is not None) == real
     recipe_lr = methods.get(method).recipe.get("optim", {}).get("lr")
     if real:
-        assert config.optim.lr == recipe_lr and config.backbone.endswith(".pt")
+        assert config.optim.lr == recipe_lr and config.backbone == "ViT-B-32:openai"
     else:
         table = load_preset("synthetic")[1]
         assert config.optim.lr == table.get(method, {}).get("optim", {}).get("lr", 5e-3)

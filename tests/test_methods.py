@@ -198,9 +198,9 @@ def test_unknown_method_and_option():
 
 def test_config_round_trip():
     cfg = methods.make_config("vop-fc", intra_layers=4, context_hidden=32)
-    assert methods.MethodConfig.from_dict(cfg.to_dict()) == cfg
+    assert methods.config_from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="do not apply to method"):
-        methods.MethodConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+        methods.config_from_dict({**cfg.to_dict(), "bogus": 1})
 
 
 def test_lr_scales_form_parameter_groups(clip):

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from vop.backbone import identity, load
 from vop.backbone.clip import CLIP
-from vop.methods.config import MethodConfig
+from vop.methods.registry import config_from_dict
 from vop.model.factory import from_config
 
 FORMAT = "vop-checkpoint"
@@ -124,7 +124,7 @@ def load_checkpoint(path: str | Path, clip: CLIP | None = None, *, backbone: str
         clip = load(source)
     if strict_backbone:
         check_backbone(meta, clip)
-    model = from_config(MethodConfig.from_dict(meta["method"]), clip)
+    model = from_config(config_from_dict(meta["method"]), clip)
     tensors = load_file(str(path / WEIGHTS))
     try:
         model.load_trainable_state_dict(tensors)

@@ -18,17 +18,9 @@ from pathlib import Path
 
 import torch
 
+from vop.paths import demo_home, demo_prompts_dir
+
 DEFAULT_METHODS = ("vop", "vop-fc")
-
-
-def demo_home() -> Path:
-    """Where the demo keeps its outputs and prompts (``VOP_DEMO_DIR`` or ~/.cache/vop/demo)."""
-    return Path(os.environ.get("VOP_DEMO_DIR", Path.home() / ".cache" / "vop" / "demo"))
-
-
-def demo_prompts_dir() -> Path:
-    """The checkpoint folder `vop serve --demo` loads (the demo's best video-prompt method)."""
-    return demo_home() / "prompts"
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from vop.methods.config import MethodConfig
 from vop.methods.mechanism import Mechanism, Options, Part
-from vop.methods.registry import MethodSpec, canonical, get, make_config, names, register, unregister
+from vop.methods.registry import (MethodSpec, canonical, config_from_dict, get, make_config, names, register,
+                                  unregister)
 
-__all__ = ["Mechanism", "MethodConfig", "MethodSpec", "Options", "Part", "canonical", "get", "make_config",
+__all__ = ["Mechanism", "MethodConfig", "MethodSpec", "Options", "Part", "canonical", "config_from_dict", "get", "make_config",
            "names", "register", "unregister"]

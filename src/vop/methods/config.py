@@ -5,7 +5,7 @@ options of context prompts live in ``context_prompts.py``, next to the module).
 ``MethodConfig`` is the common base; the registry composes one frozen dataclass per method
 (``config_class(name)``), so a method accepts exactly the options its parts read and a
 misspelt or inapplicable option fails loudly. Configs round-trip through ``to_dict`` /
-``MethodConfig.from_dict`` (the form stored in checkpoints and indexes).
+``vop.methods.config_from_dict`` (the form stored in checkpoints and indexes).
 """
 
 from __future__ import annotations
@@ -46,16 +46,6 @@ class MethodConfig(Options):
         out = {"method": self.method}
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "method"})
         return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MethodConfig":
-        """The config of ``data["method"]`` (any registered method) from its dict form."""
-        from vop.methods.registry import make_config
-
-        if not isinstance(data, Mapping) or not isinstance(data.get("method"), str):
-            raise ValueError(f"a method config must be a mapping with a 'method' name, got {data!r}")
-        options = {k: v for k, v in data.items() if k != "method"}
-        return make_config(data["method"], _legacy=True, **options)
 
     def updated(self, **changes: Any) -> "MethodConfig":
         return replace(self, **changes)

@@ -12,7 +12,7 @@ is one new file (module, options, :class:`~vop.methods.mechanism.Part`). The mod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from vop.methods.adapters import ATTN_ADAPTERS, MLP_ADAPTERS
 from vop.methods.config import LEGACY_DEFAULTS, MethodConfig, compose
@@ -91,10 +91,19 @@ def make_config(name: str, _legacy: bool = False, **options: Any) -> MethodConfi
     return spec.config_class(method=name, **options)
 
 
-def canonical(config: dict) -> dict:
+def config_from_dict(data: Mapping[str, Any]) -> MethodConfig:
+    """The config of ``data["method"]`` (any registered method) from its dict form, as
+    ``MethodConfig.to_dict`` writes it (or as the one-flat-config era did)."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("method"), str):
+        raise ValueError(f"a method config must be a mapping with a 'method' name, got {data!r}")
+    options = {k: v for k, v in data.items() if k != "method"}
+    return make_config(data["method"], _legacy=True, **options)
+
+
+def canonical(config: Mapping[str, Any]) -> dict:
     """A stored method config in today's form (old flat configs lose inapplicable defaults),
     for comparing configs written by different releases."""
-    return MethodConfig.from_dict(config).to_dict()
+    return config_from_dict(config).to_dict()
 
 
 _PROMPT_LR = {"optim": {"lr": 1e-3}}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vop import atomic
-from vop.demo import demo_home, demo_prompts_dir
+from vop.paths import demo_home, demo_prompts_dir
 
 __all__ = ["DEMO_BACKBONE", "DEMO_COUNT", "DemoSetup", "demo_prompts_dir", "demo_search_dir", "prepare_demo",
            "write_demo_videos"]
