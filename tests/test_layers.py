@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backbone", ("vop.backbone",)),
     ("methods", ("vop.methods",)),
     ("model", ("vop.model",)),
-    ("checkpoint", ("vop.checkpoint",)),
+    ("checkpoint", ("vop.checkpoint", "vop.hub")),
     ("data", ("vop.data",)),
     ("eval", ("vop.eval",)),
     ("train", ("vop.train",)),

@@ -472,6 +472,26 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vop push (docs/weights.md) ------------------------------------------------------------
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder written by vop train (e.g. runs/.../checkpoints/best)")
+    p.add_argument("repo", help="Hugging Face hub repository to publish to: ORG/NAME (created if needed)")
+    p.add_argument("--backbone", default=None,
+                   help="where receivers get the backbone (e.g. ViT-B-32:openai), when the checkpoint names a "
+                        "local file; its weights must match the recorded fingerprint")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+
+
+@command("push", "publish a prompt checkpoint to the Hugging Face hub (load it with vop.load('hf-hub:ORG/NAME'))")(
+    _push_args)
+def _push(args: argparse.Namespace) -> int:
+    from vop.hub import push_checkpoint
+
+    url = push_checkpoint(args.checkpoint, args.repo, backbone=args.backbone, private=args.private)
+    print(f"published {args.checkpoint} -> {url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vop._version import __version__
 
