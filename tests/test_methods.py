@@ -146,17 +146,18 @@ def test_joint_layers_mix_frames_and_intra_layers_do_not(name, clip, frames):
     assert diff[f + n:f + n + patches].min() > 0 and torch.all(diff[f + n + patches:] == 0)
 
 
-def test_frame_order_matters_only_through_video_prompts(clip, frames):
+@pytest.mark.parametrize("name", ALL)
+def test_frame_order_matters_exactly_when_the_method_says_it_sees_it(name, clip, frames):
     """Mean pooling of independently prompted frames ignores order (bitwise, for a time
-    reversal); vop-p, vop-c and vop-f do not."""
-    reversed_frames = frames.flip(1)
+    reversal); a method whose mechanisms see positions or neighbours does not."""
+    options = {"frame_pos_init_std": 0.5} if "frame_pos_init_std" in methods.get(name).options else {}
+    m = vop.create(name, clip, **options)
     with torch.no_grad():
-        for name in ("zero-shot", "vop", "adapter-ffn", "partial"):
-            m = vop.create(name, clip)
-            assert torch.equal(m.encode_video(frames), m.encode_video(reversed_frames)), name
-        for name in ("vop-p", "vop-c", "vop-f"):
-            m = vop.create(name, clip, **({"frame_pos_init_std": 0.5} if name == "vop-f" else {}))
-            assert not torch.allclose(m.encode_video(frames), m.encode_video(reversed_frames), atol=1e-6)
+        same = torch.equal(m.encode_video(frames), m.encode_video(frames.flip(1)))
+        close = torch.allclose(m.encode_video(frames), m.encode_video(frames.flip(1)), atol=1e-6)
+    assert same != m.sees_frame_order and close != m.sees_frame_order
+    assert m.sees_frame_order == (name in ("vop-p", "vop-c", "vop-f", "vop-fp", "vop-fc")
+                                  or methods.get(name).family not in ("baseline", "prompt", "ablation"))
 
 
 def test_parameter_counts_on_vit_b32():
