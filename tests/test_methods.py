@@ -12,7 +12,10 @@ import vop
 import vop.methods as methods
 
 ALL = methods.names()
-PROMPTED = [n for n in ALL if methods.get(n).family != "baseline"]
+# VoP's prompt methods and ablations (zero-length prompts reduce them to plain CLIP; the
+# peers cannot: DGL needs at least one prompt of each kind, X-Pool is a baseline-like
+# full fine-tuning with a head).
+PROMPTED = [n for n in ALL if methods.get(n).family in ("prompt", "ablation")]
 JOINT = ["vop-f", "vop-fp", "vop-fc"]
 CAPTIONS = ["a red circle moves and ends up on the right", "an empty scene"]
 
@@ -20,6 +23,8 @@ CAPTIONS = ["a red circle moves and ends up on the right", "an empty scene"]
 def _loss(model, frames):
     video, text, scale = model(frames, model.tokenize(CAPTIONS))
     logits = scale * text @ video.t()
+    if model.text_conditioned:  # the trainer's contract: pairwise scores (X-Pool)
+        logits = scale * model.score(model.tokenize(CAPTIONS), frames)
     target = torch.arange(2)
     return torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.t(), target)
 
