@@ -256,3 +256,4 @@ def test_importers_name_bad_requests(clip64, tmp_path):
         vop.load(tmp_path / "t.bin", format="clip4clip")
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         vop.load(tmp_path / "missing.bin", format="dgl")
+

@@ -5,6 +5,11 @@ L2-normalised, mean-pooled over frames and normalised again. For VoP^F the last
 ``K - K_s`` layers regroup a video's frames into one joint sequence. Captions go through
 the (prompted) text tower. ``forward`` returns both embeddings and the logit scale; the
 loss lives in :mod:`vop.train`.
+
+The peers (docs/peers.md): a temporal head (role ``head``, CLIP4Clip) runs on the
+per-frame embeddings before the mean; a text-conditioned pooling (role ``pool``, X-Pool)
+makes scores pairwise (:meth:`VideoTextModel.score`; ``text_conditioned``); a video-level
+tower (role ``tower``, DGL) replaces both towers' forward passes.
 """
 
 from __future__ import annotations
