@@ -36,8 +36,10 @@ def test_order_blind_methods_score_exactly_half(name, test_split):
     model = _perturbed(name)
     metrics = evaluate(model, test_split, progress=False)
     if model.sees_frame_order:
-        # Order comes from a mechanism that knows frame positions or neighbours.
-        assert any(m.role == "joint" or getattr(m, "sees_frame_order", False) for m in model.mechanisms), name
+        # Order comes from a mechanism that knows frame positions or neighbours (VoP's video
+        # prompts, DGL's per-position prompts, a temporal head).
+        assert any(m.role in ("joint", "tower", "head") or getattr(m, "sees_frame_order", False)
+                   for m in model.mechanisms), name
     else:
         assert metrics["pair_accuracy"] == 50.0, name
 

@@ -31,12 +31,13 @@ def create(method: str, backbone, **options):
     return _create(method, backbone, **options)
 
 
-def load(checkpoint, *, backbone=None):
-    """A trained method from a checkpoint folder written by ``vop train``; see
-    :func:`vop.checkpoint.load_model`."""
+def load(checkpoint, *, backbone=None, format=None, **options):
+    """A trained method from a checkpoint folder written by ``vop train``, or a peer's
+    released checkpoint with ``format="clip4clip" | "xpool" | "dgl"`` (options ``variant=``,
+    ``head=``, ``dtype=``, method options); see :func:`vop.checkpoint.load_model`."""
     from vop.checkpoint import load_model
 
-    return load_model(checkpoint, backbone=backbone)
+    return load_model(checkpoint, backbone=backbone, format=format, **options)
 
 
 def import_modelscope(path, **kwargs):

@@ -139,9 +139,20 @@ def load_state(path: str | Path) -> dict[str, Any] | None:
     return torch.load(file, map_location="cpu", weights_only=False) if file.exists() else None
 
 
-def load_model(path: str | Path, *, backbone: str | CLIP | None = None):
+def load_model(path: str | Path, *, backbone: str | CLIP | None = None, format: str | None = None, **options):
     """The trained model in checkpoint folder ``path``, on the backbone it records (or on
-    ``backbone``: a source or a loaded CLIP, which must have the recorded weights)."""
+    ``backbone``: a source or a loaded CLIP, which must have the recorded weights).
+
+    ``format="clip4clip" | "xpool" | "dgl"``: a peer's released checkpoint file instead
+    (:func:`vop.model.peer_import.import_peer`; ``options``: ``variant``, ``head``, ``dtype``,
+    method options; ``backbone``: the architecture name, inferred when left out)."""
+    if format is not None:
+        from vop.model.peer_import import import_peer
+
+        return import_peer(path, format, backbone=backbone, **options)
+    if options:
+        raise ValueError(f"option(s) {sorted(options)} apply to peer checkpoints only (pass format=); a vop "
+                         "checkpoint records its method's options")
     if isinstance(backbone, CLIP):
         model, _ = load_checkpoint(path, backbone)
     else:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,6 +46,7 @@ from torch import nn
 from vop.backbone.clip import CLIP
 from vop.backbone.config import CLIPConfig
 from vop.backbone.layers import QuickGELU, ResidualAttentionBlock, Transformer
+from vop.methods.mechanism import Mechanism, Options, Part, check_at_least
 
 
 def _uniform_bound(patch_size: int, width: int) -> float:
@@ -225,3 +227,65 @@ def encode_text(clip: CLIP, prompts: DGLPrompts, ids: torch.Tensor,
             x = splice(x, i, replace=True)
         x = block(x, causal=True)
     return clip.text_head(x, ids.argmax(dim=-1) + pre)
+
+
+# --------------------------------------------------------------------------- as methods
+@dataclass(frozen=True, kw_only=True)
+class DGLOptions(Options):
+    dgl_local_prompts: int = 4  # local prompts per frame, replaced in every prompted layer (DGL: 4)
+    dgl_global_prompts: int = 4  # global prompts, inserted once; the video embedding is the first's (DGL: 4)
+    dgl_text_prompts: int = 8  # text prompts per layer, half prefix and half (hidden) postfix (DGL: 8)
+    dgl_depth: int | None = None  # prompted layers (None: every layer, as DGL)
+    dgl_caption_length: int = 32  # token ids per caption (DGL's max_words 32)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, "dgl_local_prompts", "dgl_global_prompts", "dgl_text_prompts", "dgl_depth")
+        check_at_least(self, 3, "dgl_caption_length")
+
+
+class DGLTower(Mechanism, DGLPrompts):
+    """DGL as a method's mechanism (role ``tower``): the model's ``encode_text`` and
+    ``encode_video`` delegate to DGL's prompted text tower and video-level image tower.
+    Tensors under ``dgl.*`` (``dgl.generator.*``, ``dgl.global_prompts``)."""
+
+    slot, role = "dgl", "tower"
+
+    def __init__(self, clip_config: CLIPConfig, variant: str, frames: int | None, n_local: int, n_global: int,
+                 n_text: int, depth: int | None, caption_length: int):
+        super().__init__(clip_config, variant, frames, n_local, n_global, n_text, depth)
+        self.caption_length = min(caption_length, clip_config.context_length)
+
+    @property
+    def num_frames(self) -> int | None:
+        """The frame count the transformer generator is tied to (None for linear)."""
+        return self.frames
+
+    @property
+    def sees_frame_order(self) -> bool:
+        """The transformer variant gives each frame position its own prompts; the linear
+        one shares them and has no frame positions (order-blind up to rounding: attention
+        sums its keys in sequence order, so a reversed video matches to ~1e-7, not bitwise)."""
+        return self.variant == "transformer"
+
+    def encode_text(self, clip: CLIP, ids: torch.Tensor) -> torch.Tensor:
+        return encode_text(clip, self, ids)
+
+    def encode_video(self, clip: CLIP, frames: torch.Tensor) -> torch.Tensor:
+        return encode_video(clip, self, frames)
+
+
+def _dgl_part(variant: str) -> Part:
+    def build(clip: CLIP, cfg) -> DGLTower:
+        frames = cfg.num_frames if variant == "transformer" else None
+        n_text = cfg.dgl_text_prompts
+        if variant == "linear" and n_text != 2 * cfg.dgl_local_prompts:
+            raise ValueError(f"dgl-linear projects its {cfg.dgl_local_prompts} local prompts to as many prefix and "
+                             f"postfix text prompts: dgl_text_prompts must be {2 * cfg.dgl_local_prompts}, got {n_text}")
+        return DGLTower(clip.config, variant, frames, cfg.dgl_local_prompts, cfg.dgl_global_prompts, n_text,
+                        cfg.dgl_depth, cfg.dgl_caption_length)
+    return Part(f"DGL {variant} generator and global-local tower", DGLOptions, build, init_order=4)
+
+
+DGL_LINEAR = _dgl_part("linear")
+DGL_TRANSFORMER = _dgl_part("transformer")

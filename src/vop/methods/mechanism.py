@@ -10,7 +10,7 @@ existing mechanisms is one registry entry.
 
 The model finds a mechanism by its ``role`` (what it does in the forward pass) and stores
 it under its ``slot`` (the attribute name, which prefixes its tensors in checkpoints:
-``text_prompts.*``, ``frame_prompts.*``, ``joint.*``, ``adapters.*``).
+``text_prompts.*``, ``frame_prompts.*``, ``joint.*``, ``adapters.*``, ``head.*``, ``pool_frames.*``, ``dgl.*``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ from typing import Callable
 
 from torch import nn
 
-ROLES = ("text", "frame", "joint", "hooks", "backbone")
+# text, frame, joint, hooks, backbone: VoP's mechanisms and the baselines. head: a temporal
+# head between the per-frame embeddings and the pooling (CLIP4Clip). pool: a text-conditioned
+# pooling that replaces the mean (X-Pool). tower: a video-level image tower and its text side
+# that replace both towers' forward passes (DGL).
+ROLES = ("text", "frame", "joint", "hooks", "backbone", "head", "pool", "tower")
 
 
 class Mechanism(nn.Module):

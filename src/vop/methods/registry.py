@@ -6,6 +6,7 @@ is one new file (module, options, :class:`~vop.methods.mechanism.Part`). The mod
 
 >>> from vop.methods import register, MethodSpec
 >>> from vop.methods.text_prompts import TEXT_PROMPTS
+from vop.methods.xpool import XPOOL
 >>> register(MethodSpec("my-text-prompts", "deep text prompts", (TEXT_PROMPTS,)))  # doctest: +SKIP
 """
 
@@ -17,14 +18,17 @@ from typing import Any, Mapping
 from vop.methods.adapters import ATTN_ADAPTERS, MLP_ADAPTERS
 from vop.methods.config import LEGACY_DEFAULTS, MethodConfig, compose
 from vop.methods.context_prompts import CONTEXT_PROMPTS
+from vop.methods.dgl import DGL_LINEAR, DGL_TRANSFORMER
 from vop.methods.frame_prompts import SHARED_PROMPTS
 from vop.methods.function_prompts import JOINT_FRAMES
 from vop.methods.mechanism import Part
 from vop.methods.position_prompts import POSITION_PROMPTS
 from vop.methods.subsets import BIASES, EVERYTHING, PARTIAL, PROJECTIONS_ONLY
+from vop.methods.temporal_heads import HEAD
 from vop.methods.text_prompts import TEXT_PROMPTS
+from vop.methods.xpool import XPOOL
 
-FAMILIES = ("baseline", "prompt", "ablation")
+FAMILIES = ("baseline", "prompt", "ablation", "peer")
 
 
 @dataclass(frozen=True)
@@ -32,15 +36,21 @@ class MethodSpec:
     name: str
     summary: str  # one line for `vop params` and the docs
     parts: tuple[Part, ...] = ()  # its mechanisms, in their order in the model
-    family: str = "prompt"  # "baseline" | "prompt" | "ablation"
+    family: str = "prompt"  # "baseline" | "prompt" | "ablation" | "peer" (other papers' methods)
     # Training defaults of this method (nested like a train config), e.g. its learning rate.
     # `vop train --method NAME` applies them before the data preset's and the user's settings.
     recipe: dict = field(default_factory=dict)
+    # Whether the method encodes frames one by one and so takes the ``head`` option (a
+    # temporal head before pooling, vop.methods.temporal_heads): the registry appends that
+    # part. False for methods whose video embedding is not pooled from frames (DGL).
+    temporal_head: bool = True
     config_class: type[MethodConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.temporal_head and HEAD not in self.parts:
+            object.__setattr__(self, "parts", tuple(self.parts) + (HEAD,))
         object.__setattr__(self, "config_class", compose(self.name, [p.options for p in self.parts]))
 
     @property
@@ -136,6 +146,15 @@ def _register_builtins() -> None:
                         (TEXT_PROMPTS, POSITION_PROMPTS, JOINT_FRAMES), recipe=_PROMPT_LR))
     register(MethodSpec("vop-fc", "VoP^F with context-specific prompts in the intra-frame layers",
                         (TEXT_PROMPTS, CONTEXT_PROMPTS, JOINT_FRAMES), recipe=_PROMPT_LR))
+    # Peers (docs/peers.md). CLIP4Clip is not a method: it is `full` with head="seqlstm" /
+    # "seqtransf" (every method takes the `head` option).
+    p = "peer"
+    register(MethodSpec("xpool", "X-Pool: full fine-tuning + text-conditioned pooling (pairwise scores)",
+                        (EVERYTHING, XPOOL), p, {"optim": {"lr": 1e-6}}))
+    register(MethodSpec("dgl-linear", "DGL: linear shared-latent prompts, global-local video tower",
+                        (DGL_LINEAR,), p, {"optim": {"lr": 2e-3}}, temporal_head=False))
+    register(MethodSpec("dgl", "DGL: transformer shared-latent prompts, global-local video tower",
+                        (DGL_TRANSFORMER,), p, {"optim": {"lr": 2e-3}}, temporal_head=False))
 
 
 _register_builtins()

@@ -9,10 +9,13 @@ Parameter names follow X-Pool's checkpoints with the ``pool_frames.`` prefix str
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vop.methods.mechanism import Mechanism, Options, Part, check_at_least
 
 
 class CrossAttention(nn.Module):
@@ -128,3 +131,40 @@ class XPoolHead(nn.Module):
             pooled = F.normalize(pooled, dim=-1)
             rows.append(torch.einsum("vtd,td->tv", pooled, text_unit))  # [N_t, c]
         return torch.cat(rows, dim=1)
+
+
+# --------------------------------------------------------------------------- as a method
+@dataclass(frozen=True, kw_only=True)
+class XPoolOptions(Options):
+    xpool_heads: int = 1  # attention heads of the text-conditioned pooling (X-Pool: 1)
+    xpool_dropout: float = 0.3  # dropout before the pooling's residual (X-Pool: 0.3)
+    xpool_lr_scale: float = 30.0  # learning-rate multiplier of the pooling (X-Pool: 3e-5 vs CLIP's 1e-6)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least(self, 1, "xpool_heads")
+        check_at_least(self, 0, "xpool_lr_scale")
+        if not 0.0 <= self.xpool_dropout < 1.0:
+            raise ValueError(f"xpool_dropout must be in [0, 1), got {self.xpool_dropout}")
+
+
+class TextConditionedPool(Mechanism, XPoolHead):
+    """X-Pool's pooling as a method's mechanism (role ``pool``): the model scores pairs with
+    :meth:`XPoolHead.score` instead of dot products. Tensors under ``pool_frames.*``, as in
+    X-Pool's checkpoints."""
+
+    slot, role = "pool_frames", "pool"
+
+    def __init__(self, width: int, heads: int = 1, dropout: float = 0.3, lr_scale: float = 1.0):
+        super().__init__(width, heads, dropout)
+        self.lr_scale = lr_scale
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"": self.lr_scale} if self.lr_scale != 1.0 else {}
+
+
+def _build(clip, cfg: XPoolOptions) -> TextConditionedPool:
+    return TextConditionedPool(clip.config.embed_dim, cfg.xpool_heads, cfg.xpool_dropout, cfg.xpool_lr_scale)
+
+
+XPOOL = Part("text-conditioned pooling (X-Pool)", XPoolOptions, _build, init_order=4)

@@ -5,6 +5,11 @@ L2-normalised, mean-pooled over frames and normalised again. For VoP^F the last
 ``K - K_s`` layers regroup a video's frames into one joint sequence. Captions go through
 the (prompted) text tower. ``forward`` returns both embeddings and the logit scale; the
 loss lives in :mod:`vop.train`.
+
+The peers (docs/peers.md): a temporal head (role ``head``, CLIP4Clip) runs on the
+per-frame embeddings before the mean; a text-conditioned pooling (role ``pool``, X-Pool)
+makes scores pairwise (:meth:`VideoTextModel.score`; ``text_conditioned``); a video-level
+tower (role ``tower``, DGL) replaces both towers' forward passes.
 """
 
 from __future__ import annotations
@@ -89,12 +94,34 @@ class VideoTextModel(nn.Module):
     def adapters(self) -> Adapters | None:
         return self._by_role.get("hooks")
 
+    @property
+    def head(self) -> Mechanism | None:
+        """The temporal head between per-frame embeddings and pooling (``head`` option)."""
+        return self._by_role.get("head")
+
+    @property
+    def pool(self) -> Mechanism | None:
+        """The text-conditioned pooling (X-Pool), or None: mean pooling."""
+        return self._by_role.get("pool")
+
+    @property
+    def tower(self) -> Mechanism | None:
+        """A video-level tower replacing both towers' forward passes (DGL), or None."""
+        return self._by_role.get("tower")
+
+    @property
+    def text_conditioned(self) -> bool:
+        """Whether a video's score depends on the caption beyond one dot product (X-Pool):
+        then :meth:`score` / :meth:`score_features` give the true scores, and
+        :meth:`encode_video` only a text-independent (mean-pooled) embedding for recall."""
+        return self.pool is not None
+
     # -- bookkeeping ---------------------------------------------------------------------
     @property
     def num_frames(self) -> int | None:
         """The frame count the method's parameters were built for, or None if any works."""
-        for module in (self.frame_prompts, self.joint):
-            if module is not None and module.num_frames is not None:
+        for module in (self.frame_prompts, self.joint, self.tower):
+            if module is not None and getattr(module, "num_frames", None) is not None:
                 return module.num_frames
         return None
 
@@ -103,7 +130,10 @@ class VideoTextModel(nn.Module):
         """Whether the video embedding can depend on frame order. When False, frames are
         encoded independently and mean-pooled, so a video and its time reversal embed
         identically."""
-        return self.joint is not None or bool(self.frame_prompts is not None and self.frame_prompts.sees_frame_order)
+        if self.tower is not None:
+            return self.tower.sees_frame_order
+        return (self.joint is not None or self.head is not None
+                or bool(self.frame_prompts is not None and self.frame_prompts.sees_frame_order))
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
@@ -150,6 +180,8 @@ class VideoTextModel(nn.Module):
     @property
     def caption_length(self) -> int:
         """Token ids per caption this model expects."""
+        if self.tower is not None:
+            return self.tower.caption_length
         if self.text_prompts is not None:
             return self.text_prompts.caption_length
         return self.clip.config.context_length
@@ -183,6 +215,9 @@ class VideoTextModel(nn.Module):
         clip, tp = self.clip, self.text_prompts
         if ids.ndim != 2:
             raise ValueError(f"expected token ids (N, L), got shape {tuple(ids.shape)}")
+        if self.tower is not None:
+            emb = self.tower.encode_text(clip, ids)
+            return F.normalize(emb, dim=-1) if normalize else emb
         x = clip.embed_tokens(ids)  # [N, L, w]
         if tp is not None:
             x = tp.insert(x)  # [N, context, w]
@@ -222,6 +257,10 @@ class VideoTextModel(nn.Module):
         [CLS]; layers ``K_s .. K - 1`` (VoP^F only) see a video's frames as one sequence with
         the video prompts. Each frame's embedding is its [CLS] through the head."""
         self._check_frames(frames)
+        if self.tower is not None:
+            raise ValueError(f"method {self.config.method!r} encodes a video as one sequence and reads its "
+                             "embedding from a global token: it has no per-frame embeddings; call "
+                             "encode_video (or frame_features, which gives that embedding as one 'frame')")
         b, f = frames.shape[:2]
         visual, fp, joint = self.clip.visual, self.frame_prompts, self.joint
         blocks = visual.blocks
@@ -253,18 +292,73 @@ class VideoTextModel(nn.Module):
             cls, patches = joint.split(x, f, with_prompts=not dropped)
         return visual.head(cls)  # [B, F, D]
 
-    def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Frames ``[B, F, 3, H, W]`` -> video embeddings ``[B, D]``: mean of the L2-normalised
-        frame embeddings, L2-normalised."""
-        frame_emb = F.normalize(self.encode_frames(frames), dim=-1)  # [B, F, D]
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[B, F, 3, H, W]`` -> the per-frame features :meth:`score_features` pools,
+        ``[B, F', D]`` (unnormalised): the frame embeddings after the temporal head, if any.
+        These are what a search index stores beside the embeddings for re-ranking with a
+        text-conditioned method. For a video-level tower (DGL) they are its video
+        embedding as a single frame, ``[B, 1, D]``."""
+        if self.tower is not None:
+            self._check_frames(frames)
+            return self.tower.encode_video(self.clip, frames).unsqueeze(1)
+        feats = self.encode_frames(frames)  # [B, F, D]
+        return feats if self.head is None else self.head(feats)
+
+    @staticmethod
+    def mean_pool(frame_feats: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Per-frame features ``[B, F, D]`` -> ``[B, D]``: mean of the L2-normalised frames."""
+        frame_emb = F.normalize(frame_feats, dim=-1)  # [B, F, D]
         # The mean as a sum of (frame j + frame F-1-j): float addition is commutative, so
         # a video and its time reversal pool to bitwise the same embedding (order-blind
         # methods then score exactly 50 % pair accuracy, not 50 % +- rounding noise).
         emb = (frame_emb + frame_emb.flip(1)).sum(dim=1) / (2 * frame_emb.shape[1])
         return F.normalize(emb, dim=-1) if normalize else emb
 
+    def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Frames ``[B, F, 3, H, W]`` -> video embeddings ``[B, D]``: mean of the L2-normalised
+        frame features (after the temporal head, if any), L2-normalised; for a video-level
+        tower (DGL), its global token. For a text-conditioned method (X-Pool) this is the
+        text-independent mean used for recall; its scores come from :meth:`score`."""
+        if self.tower is not None:
+            self._check_frames(frames)
+            emb = self.tower.encode_video(self.clip, frames)
+            return F.normalize(emb, dim=-1) if normalize else emb
+        return self.mean_pool(self.frame_features(frames), normalize)
+
+    # -- pairwise scores -----------------------------------------------------------------
+    def text_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids -> the caption features :meth:`score_features` takes, ``[N, D]``
+        (unnormalised: X-Pool's pooling reads the raw text embedding)."""
+        return self.encode_text(ids, normalize=False)
+
+    def score_features(self, text: torch.Tensor, frame_feats: torch.Tensor, chunk: int | None = 256
+                       ) -> torch.Tensor:
+        """Similarities ``[N_text, N_video]`` from :meth:`text_features` ``[N_t, D]`` and
+        :meth:`frame_features` ``[N_v, F, D]``: cosine of caption and pooled video.
+
+        Independent methods: the dot products of the normalised embeddings (``encode_text @
+        encode_video.T``). Text-conditioned (X-Pool): each caption pools each video's frames;
+        videos go ``chunk`` at a time, so no tensor over ``chunk x N_t x D`` elements is
+        alive at once (None: all at once). Differentiable (the trainer's loss can use it)."""
+        if text.ndim != 2 or frame_feats.ndim != 3 or text.shape[-1] != frame_feats.shape[-1]:
+            raise ValueError(f"expected text features (N_t, D) and frame features (N_v, F, D), got "
+                             f"{tuple(text.shape)} and {tuple(frame_feats.shape)}")
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be a positive number of videos (or None), got {chunk}")
+        if self.pool is not None:
+            return self.pool.score(text, frame_feats, chunk=chunk or max(1, frame_feats.shape[0]))
+        return F.normalize(text, dim=-1) @ self.mean_pool(frame_feats).T
+
+    def score(self, ids: torch.Tensor, frames: torch.Tensor, chunk: int | None = 256) -> torch.Tensor:
+        """Captions (ids ``[N_t, L]`` from :meth:`tokenize`) x videos (``[N_v, F, 3, H, W]``)
+        -> similarities ``[N_t, N_v]`` (before the logit scale), for every method."""
+        return self.score_features(self.text_features(ids), self.frame_features(frames), chunk=chunk)
+
     def forward(self, frames: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (video ``[B, D]``, text ``[N, D]``, logit scale (a scalar, already exponentiated))."""
+        """-> (video ``[B, D]``, text ``[N, D]``, logit scale (a scalar, already exponentiated)).
+
+        For a text-conditioned method the video embedding is the text-independent mean;
+        its training loss uses ``logit_scale * model.score(ids, frames)`` (t2v rows)."""
         # Text first: its length trim reads the ids' largest read-out position, a device sync
         # that is free before the image tower's kernels are queued and a stall after them.
         text = self.encode_text(ids)

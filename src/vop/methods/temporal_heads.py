@@ -1,0 +1,105 @@
+"""Temporal heads as a method option (``head``), usable on top of every method that
+encodes frames one by one: CLIP4Clip's ``seqlstm`` and ``seqtransf`` (modules in
+:mod:`vop.methods.heads`) run on the per-frame embeddings ``[B, F, D]`` before the mean
+pooling. ``head="mean"`` (the default) builds nothing: the method is exactly what it was
+without this option (same tensors, names, initial values and embeddings).
+
+- ``full`` + ``head="seqtransf"`` is CLIP4Clip (seqTransf); ``vop`` + ``seqtransf`` is new.
+- ``seqtransf`` starts from the text tower's first ``head_layers`` blocks and its
+  positional table, as CLIP4Clip does (``head_init="text"``). That needs the text width to
+  equal the embedding width (true for every OpenAI CLIP, not for the tiny test backbones);
+  ``head_init="auto"`` (default) copies when the widths match and otherwise keeps the fresh
+  N(0, 0.02) table and PyTorch's default block initialisation.
+- Its LayerNorms use CLIP4Clip's epsilon 1e-12 (a quirk of its TF-style LayerNorm), in
+  training too, so a model trained here and one imported from CLIP4Clip are the same
+  function.
+- The frame positions make the pooled embedding order-aware (``sees_frame_order``).
+
+Tensors are stored under the slot ``head.`` with CLIP4Clip's names after it
+(``head.lstm_visual.*``, ``head.frame_position_embeddings.weight``,
+``head.transformerClip.resblocks.*``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vop.backbone.clip import CLIP
+from vop.methods.heads import SeqLSTM, SeqTransf
+from vop.methods.mechanism import Mechanism, Options, Part, check_at_least
+
+HEADS = ("mean", "seqlstm", "seqtransf")
+HEAD_INITS = ("auto", "text", "random")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadOptions(Options):
+    head: str = "mean"  # temporal head before pooling: "mean" (none), "seqlstm" or "seqtransf" (CLIP4Clip)
+    head_layers: int | None = None  # seqtransf blocks (None: CLIP4Clip's 4, or the text tower's layers if fewer)
+    head_init: str = "auto"  # seqtransf start: "text" (CLIP4Clip), "random", "auto" (text when widths allow)
+    head_lr_scale: float = 1.0  # learning-rate multiplier of the head (CLIP4Clip: 1000 x the CLIP rate)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
+        check_at_least(self, 1, "head_layers")
+        check_at_least(self, 0, "head_lr_scale")
+
+
+class _HeadMechanism(Mechanism):
+    slot, role = "head", "head"
+    name = ""
+    lr_scale = 1.0
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"": self.lr_scale} if self.lr_scale != 1.0 else {}
+
+
+class LSTMHead(_HeadMechanism, SeqLSTM):
+    """CLIP4Clip's seqLSTM as a method's head (``head="seqlstm"``)."""
+
+    name = "seqlstm"
+
+
+class TransformerHead(_HeadMechanism, SeqTransf):
+    """CLIP4Clip's seqTransf as a method's head (``head="seqtransf"``)."""
+
+    name = "seqtransf"
+
+
+def seqtransf_heads(clip: CLIP) -> int:
+    """Attention heads of a seqtransf head on ``clip``: the text tower's (8 on ViT-B/32)."""
+    c = clip.config
+    return c.transformer_heads if c.embed_dim % c.transformer_heads == 0 else 1
+
+
+def build_head(clip: CLIP, cfg: HeadOptions) -> Mechanism | None:
+    c = clip.config
+    if cfg.head == "mean":
+        return None
+    if cfg.head == "seqlstm":
+        module: _HeadMechanism = LSTMHead(c.embed_dim)
+    else:
+        layers = cfg.head_layers if cfg.head_layers is not None else min(4, c.transformer_layers)
+        widths_match = c.transformer_width == c.embed_dim
+        init = cfg.head_init if cfg.head_init != "auto" else ("text" if widths_match else "random")
+        if init == "text" and not widths_match:
+            raise ValueError(
+                f"head_init='text' copies text-tower blocks of width {c.transformer_width} into a head of "
+                f"width {c.embed_dim} (the embedding width) on backbone {c.name!r}; use head_init='random'")
+        if init == "text" and layers > c.transformer_layers:
+            raise ValueError(f"head_layers={layers} exceeds the text tower's {c.transformer_layers} blocks it is "
+                             "initialised from; use fewer layers or head_init='random'")
+        module = TransformerHead(c.embed_dim, seqtransf_heads(clip), layers=layers, positions=c.context_length)
+        if init == "text":
+            module.init_from_clip_text(clip)
+    module.lr_scale = cfg.head_lr_scale
+    return module
+
+
+# Built after every other part, so the random values of the other parts are drawn as
+# before; with head="mean" nothing is built (nothing drawn).
+HEAD = Part("temporal head", HeadOptions, build_head, init_order=1000)
