@@ -157,3 +157,46 @@ def test_evaluate_restores_the_training_mode(model):
         assert model.training
     finally:
         model.eval()
+
+
+# -- text-conditioned methods (X-Pool) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def xpool():
+    torch.manual_seed(3)
+    model = vop.create("xpool", backbone.load("tiny"), num_frames=NUM_FRAMES).eval()
+    with torch.no_grad():  # move the pooling away from its identity start so it matters
+        for p in model.pool.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def test_text_conditioned_evaluation_scores_each_caption_with_its_own_pooling(xpool):
+    split = _split(MemorySource(7), captions_per_video=2)
+    pairs = [(0, 0, 1, 2), (2, 4, 3, 6)]
+    got = evaluate(xpool, OpenedSplit(split, pairs=pairs, num_frames=NUM_FRAMES),
+                   EvalConfig(batch_size=3, score_chunk=2), progress=False)
+    transform = VideoTransform(size=32, train=False)
+    frames = normalize(torch.stack([transform(split.source.load(v, NUM_FRAMES, "middle")) for v in range(7)]))
+    with torch.no_grad():
+        scores = xpool.score(xpool.tokenize(list(split.captions)), frames, chunk=None)  # [14, 7], all at once
+        plain = xpool.encode_text(xpool.tokenize(list(split.captions))) @ xpool.encode_video(frames).T
+    assert not torch.allclose(scores, plain, atol=1e-3)  # the conditioned scores are not the mean-pooled ones
+    want = retrieval_metrics(scores, list(split.caption_to_video))
+    assert {k: got[k] for k in RANK_KEYS} == pytest.approx({k: want[k] for k in RANK_KEYS})
+    from vop.eval.metrics import pair_accuracy_from_scores
+
+    assert got["pair_accuracy"] == pair_accuracy_from_scores(scores, pairs)
+
+
+def test_text_conditioned_evaluation_is_memory_bounded_by_the_score_chunk(xpool, monkeypatch):
+    split = _split(MemorySource(9), captions_per_video=3)
+    seen = []
+    original = type(xpool.pool).score
+
+    def spy(self, text, frames, chunk):
+        seen.append((frames.shape[0], chunk))
+        return original(self, text, frames, chunk=chunk)
+
+    monkeypatch.setattr(type(xpool.pool), "score", spy)
+    evaluate(xpool, split, EvalConfig(score_chunk=4), num_frames=NUM_FRAMES, progress=False)
+    assert seen and all(n <= 4 and c <= 4 for n, c in seen)  # never more than 4 videos x 27 captions x D

@@ -101,8 +101,9 @@ def plugin_method():
 
 def test_a_method_registered_from_outside_the_package_builds_trains_and_round_trips(plugin_method, tmp_path):
     assert "plugin-vop" in methods.names()
+    # Its parts' options, plus the temporal-head option every method takes.
     assert plugin_method.options == {"bias_scale", "text_prompt_length", "text_prompt_layout", "prompt_depth",
-                                     "prompt_init_std"}
+                                     "prompt_init_std", "head", "head_layers", "head_init", "head_lr_scale"}
     model = vop.create("plugin-vop", "tiny", bias_scale=0.5, text_prompt_length=4)
     assert set(model.trainable_parameters()) == {"text_prompts.prompts", "plugin.delta"}
     scales = {tuple(p.shape): g["lr_scale"] for g in model.parameter_groups() for p in g["params"]}

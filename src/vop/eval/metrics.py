@@ -543,3 +543,17 @@ def pair_accuracy(
     reversed_ = torch.cat([score(caption_b, video_a), score(caption_a, video_b)])  # (2P,)
     credit = (own > reversed_).double() + 0.5 * (own == reversed_).double()
     return 100.0 * float(credit.mean())
+
+
+def pair_accuracy_from_scores(scores: ArrayLike, pairs: Sequence[tuple[int, int, int, int]]) -> float:
+    """:func:`pair_accuracy` from a ``(T, V)`` score matrix (text-conditioned methods, whose
+    scores are not dot products of embeddings)."""
+    s = _upcast(_as_matrix(scores, "scores", "(num_texts, num_videos)"))
+    idx = torch.as_tensor(np.asarray(pairs, dtype=np.int64)).reshape(-1, 4)
+    if idx.shape[0] == 0:
+        raise ValueError("pairs must be a non-empty list of (video_a, caption_a, video_b, caption_b) tuples")
+    va, ca, vb, cb = idx.unbind(dim=1)
+    own = torch.cat([s[ca, va], s[cb, vb]])
+    reversed_ = torch.cat([s[cb, va], s[ca, vb]])
+    credit = (own > reversed_).double() + 0.5 * (own == reversed_).double()
+    return 100.0 * float(credit.mean())
