@@ -3,6 +3,7 @@ same budget and several seeds; write docs/results-synthetic.md (+ a chart and JS
 
     python benchmarks/synthetic_table.py                      # all methods, seeds 0,1,2
     python benchmarks/synthetic_table.py --methods vop,vop-p --seeds 0 --steps 100
+    python benchmarks/synthetic_table.py --methods vop+seqtransf,full+seqtransf,dgl  # METHOD+HEAD rows
 
 Each run uses `--data synthetic --method <method>` (the shipped tiny CLIP, pair batches) with
 ``optim.max_steps`` set to the budget; the test split is evaluated once with the best
@@ -24,15 +25,19 @@ import torch
 KEYS = ("t2v_r1", "t2v_r5", "t2v_mnr", "v2t_r1", "v2t_r5", "v2t_mnr", "pair_accuracy")
 
 
-def run_one(method: str, seed: int, steps: int, out_root: Path, overrides: list[str]) -> dict:
+def run_one(row: str, seed: int, steps: int, out_root: Path, overrides: list[str]) -> dict:
+    """One run of table row ``row``: a method name, or ``METHOD+HEAD`` for a method with a
+    CLIP4Clip temporal head (``vop+seqtransf``)."""
     from vop.backbone import load
     from vop.demo import synthetic_config
     from vop.eval.evaluate import evaluate
     from vop.model import create
     from vop.train.trainer import Trainer
 
+    method, _, head = row.partition("+")
     extra = [f"runtime.seed={seed}", f"optim.max_steps={steps}", "runtime.progress=false",
-             f"runtime.out_dir={out_root / method / f'seed{seed}'}", *overrides]
+             f"runtime.out_dir={out_root / row / f'seed{seed}'}", *([f"method.options.head={head}"] if head else []),
+             *overrides]
     config = synthetic_config(method, extra)
     if method == "zero-shot":
         from vop.data.datasets import open_split
@@ -53,7 +58,7 @@ def run_one(method: str, seed: int, steps: int, out_root: Path, overrides: list[
         rec = json.loads(line)
         if rec.get("kind") == "val":
             curve.append((rec["step"], rec.get("pair_accuracy"), rec.get("t2v_r1")))
-    return {"method": method, "seed": seed, "steps": steps, "trainable": trainer.model.num_trainable(),
+    return {"method": row, "seed": seed, "steps": steps, "trainable": trainer.model.num_trainable(),
             "train_seconds": summary["train_seconds"], "test": summary["test"], "val_curve": curve}
 
 
@@ -147,7 +152,7 @@ def main(argv=None) -> int:
                 seen.add((r["method"], r["seed"], r["steps"]))
                 results.append(r)
         order = {m: i for i, m in enumerate(__import__("vop.methods", fromlist=["names"]).names())}
-        results.sort(key=lambda r: (order.get(r["method"], 99), r["seed"]))
+        results.sort(key=lambda r: (order.get(r["method"].partition("+")[0], 99), r["method"], r["seed"]))
         args.methods = ",".join(dict.fromkeys(r["method"] for r in results))
         write_markdown(results, args, out, sum(r["train_seconds"] for r in results),
                        threads_note="parallel workers of 1 torch thread each sharing a 2-core machine")

@@ -70,3 +70,26 @@ def test_lstm_compile_compares_nn_lstm_with_the_bilstm():
     assert set(rows) == {"uncompiled", "compiled, nn.LSTM (before)", "compiled, BiLSTM (after)"}
     assert int(rows["compiled, nn.LSTM (before)"][3]) > 1  # nn.LSTM breaks the graph
     assert rows["compiled, BiLSTM (after)"][3] == "1"
+
+
+def test_synthetic_table_runs_method_and_head_rows(tmp_path):
+    # A tiny world and budget; the rows name a method or METHOD+HEAD.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = ["data.synthetic.train_pairs=8", "data.synthetic.val_pairs=4", "data.synthetic.test_pairs=4",
+            "optim.batch_size=4", "eval.batch_size=8", "runtime.val_every_steps=0", "runtime.save_every=0"]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "synthetic_table.py"), "--methods",
+                           "zero-shot,vop+seqlstm", "--seeds", "0", "--steps", "2", "--threads", "1",
+                           "--out", str(tmp_path / "t.md"), "--runs", str(tmp_path / "runs"),
+                           *[a for s in sets for a in ("--set", s)]],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "t.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "vop+seqlstm" in rows and "zero-shot" in rows
+    assert "2,101,248" not in rows["vop+seqlstm"]  # the head on the tiny CLIP, not ViT-B/32's count
+    import json
+
+    runs = json.loads((tmp_path / "t.json").read_text())
+    assert {r["method"] for r in runs} == {"zero-shot", "vop+seqlstm"}
+    assert next(r for r in runs if r["method"] == "vop+seqlstm")["trainable"] > next(
+        r for r in runs if r["method"] == "zero-shot")["trainable"]
