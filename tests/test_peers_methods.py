@@ -257,3 +257,15 @@ def test_importers_name_bad_requests(clip64, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         vop.load(tmp_path / "missing.bin", format="dgl")
 
+
+
+def test_vop_params_lists_the_peers_and_heads_with_their_exact_counts(capsys):
+    from vop.cli import main
+
+    assert main(["params", "--backbone", "ViT-B-32"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and line.split()[0] != "(%"}
+    assert rows["dgl-linear"] == "827,392" and rows["dgl"] == "9,575,168"
+    assert rows["seqlstm"] == "2,101,248" and rows["seqtransf"] == "12,648,960"
+    xpool_head = next(line for line in out.splitlines() if line.startswith("xpool head"))
+    assert xpool_head.split()[2] == "1,316,352"

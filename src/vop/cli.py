@@ -31,9 +31,11 @@ def _params_args(p: argparse.ArgumentParser) -> None:
 
 @command("params", "print every method's trainable parameters")(_params_args)
 def _params(args: argparse.Namespace) -> int:
-    from vop.model.accounting import count_parameters, format_table
+    from vop.model.accounting import count_heads, count_parameters, format_table
 
     print(format_table(count_parameters(args.backbone, num_frames=args.num_frames)))
+    print()
+    print(format_table(count_heads(args.backbone, num_frames=args.num_frames)).replace("method  ", "head    ", 1))
     return 0
 
 

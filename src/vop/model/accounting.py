@@ -25,22 +25,43 @@ class ParameterCount:
         return 100.0 * self.trainable / self.backbone
 
 
+def _build(name: str, backbone: str | CLIP, options: dict):
+    """Method ``name`` with the ``options`` it takes; a backbone given by name is built on
+    the meta device, so counting ViT-L/14 allocates no weights."""
+    own = {k: v for k, v in options.items() if k in get(name).config_class.option_names()}
+    if isinstance(backbone, CLIP):
+        return create(name, backbone, **own)
+    if backbone not in ARCHITECTURES:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(ARCHITECTURES)}")
+    with torch.device("meta"):
+        return create(name, CLIP(ARCHITECTURES[backbone]), **own)
+
+
 def count_parameters(backbone: str | CLIP = "ViT-B-32", **options) -> list[ParameterCount]:
-    """One row per registered method. A backbone given by name is built on the meta
-    device, so counting ViT-L/14 allocates no weights."""
+    """One row per registered method."""
     rows = []
     for name in names():
-        if isinstance(backbone, str):
-            if backbone not in ARCHITECTURES:
-                raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(ARCHITECTURES)}")
-            with torch.device("meta"):
-                clip = CLIP(ARCHITECTURES[backbone])
-                model = create(name, clip, **{k: v for k, v in options.items() if k in get(name).config_class.option_names()})
-        else:
-            model = create(name, backbone, **{k: v for k, v in options.items() if k in get(name).config_class.option_names()})
+        model = _build(name, backbone, options)
         spec = get(name)
         rows.append(ParameterCount(name, spec.family, model.num_trainable(), model.clip.num_parameters(),
                                    spec.summary))
+    return rows
+
+
+def count_heads(backbone: str | CLIP = "ViT-B-32", **options) -> list[ParameterCount]:
+    """What the composable heads add to any method: CLIP4Clip's temporal heads (option
+    ``head``) and X-Pool's text-conditioned pooling (method ``xpool`` against ``full``)."""
+    base = _build("zero-shot", backbone, options)
+    rows = []
+    for head, summary in (("seqlstm", "CLIP4Clip seqLSTM temporal head (method option head: seqlstm)"),
+                          ("seqtransf", "CLIP4Clip seqTransf temporal head (method option head: seqtransf)")):
+        model = _build("zero-shot", backbone, {**options, "head": head})
+        rows.append(ParameterCount(head, "head", model.num_trainable() - base.num_trainable(),
+                                   model.clip.num_parameters(), summary))
+    if "xpool" in names():
+        pooled = _build("xpool", backbone, options).num_trainable() - _build("full", backbone, options).num_trainable()
+        rows.append(ParameterCount("xpool head", "head", pooled, base.clip.num_parameters(),
+                                   "X-Pool's text-conditioned pooling (method xpool = full + this)"))
     return rows
 
 
