@@ -231,8 +231,7 @@ class DocRun:
             except subprocess.TimeoutExpired:
                 code = None
             finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                _kill_session(proc.pid)
                 proc.wait()
         took = time.monotonic() - started
         if code == 0:
@@ -240,6 +239,18 @@ class DocRun:
         text = log.read_text(errors="replace")[-4000:]
         what = f"timed out after {marks['timeout']:.0f} s" if code is None else f"exit status {code}"
         return f"{block.id} ({block.language}) {what} after {took:.1f} s in {self.work}; output:\n{text}"
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (the block's shell and whatever it started,
+    including jobs that ``set -m`` moved to process groups of their own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sid, signal.SIGKILL)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()  # after "pid (comm)"
+            if int(fields[3]) == sid:  # state ppid pgrp session ...
+                os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
