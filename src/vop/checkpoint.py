@@ -44,6 +44,7 @@ from safetensors.torch import save as save_tensors
 from vop import atomic
 from vop.backbone import identity, load
 from vop.backbone.clip import CLIP
+from vop.backbone.packaged import check_not_shipped
 from vop.methods.registry import config_from_dict
 from vop.model.factory import from_config
 
@@ -126,6 +127,7 @@ def save_checkpoint(path: str | Path, model, *, backbone_source: str, data: dict
                     backbone_identity: dict | None = None) -> Path:
     """Write ``model``'s trainable tensors and metadata to folder ``path``, crash-safe."""
     path = Path(path)
+    check_not_shipped(path, "a checkpoint")
     if backbone_identity is None and any(n.startswith("clip.") for n in model.trainable_parameters()):
         # Trained backbone tensors change the fingerprint; the checkpoint must record the
         # backbone it started from, or it could never be loaded onto that backbone again.

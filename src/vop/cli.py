@@ -213,30 +213,42 @@ def _demo(args: argparse.Namespace) -> int:
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=700, help="optimiser steps of 256 image-caption pairs")
     p.add_argument("--out", default=None,
-                   help="checkpoint to write (default: the packaged vop/assets/tiny-synthetic.safetensors)")
+                   help="checkpoint to write (default: ~/.cache/vop/pretrain/tiny-synthetic.safetensors, or "
+                        "$VOP_CACHE/pretrain/...); load it with --set backbone=PATH")
     p.add_argument("--seed", type=int, default=0, help="initial weights and training-index stream")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite-shipped", action="store_true",
+                   help="developers only: write the package's own vop/assets/tiny-synthetic.safetensors (read-only "
+                        "to every command without this flag; every result built on it changes)")
 
 
 @command("pretrain", "pretrain the tiny CLIP on the synthetic upstream world (builds tiny-synthetic)")(_pretrain_args)
 def _pretrain(args: argparse.Namespace) -> int:
     import shlex
 
+    from vop.display import escape
     from vop.train.pretrain import PretrainConfig, pretrain
 
+    from vop.train.pretrain import default_out
+
+    if args.steps < 1 or args.threads < 1:
+        raise ValueError(f"--steps and --threads must be >= 1, got {args.steps} and {args.threads}")
     config = PretrainConfig(steps=args.steps, seed=args.seed, threads=args.threads,
                             warmup=min(PretrainConfig.warmup, args.steps - 1))
     # The command recorded in the checkpoint: the arguments that shape the weights.
     recorded = ["vop", "pretrain", "--steps", str(args.steps), "--seed", str(args.seed),
-                "--threads", str(args.threads), *(["--out", args.out] if args.out else [])]
+                "--threads", str(args.threads), *(["--out", args.out] if args.out else []),
+                *(["--overwrite-shipped"] if args.overwrite_shipped else [])]
     result = pretrain(config, args.out, progress=not args.no_progress,
-                      command=" ".join(map(shlex.quote, recorded)))
+                      command=" ".join(map(shlex.quote, recorded)), overwrite_shipped=args.overwrite_shipped)
     print(f"zero-shot image-to-text R@1 on {result['pairs']} held-out pairs: "
           f"{result['i2t_r1_exact']:.1f} % exact caption, {result['i2t_r1_attributes']:.1f} % by attributes")
     print(f"trained {result['steps']} steps in {result['train_seconds'] / 60:.1f} min; "
           f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}")
-    print(f"wrote {result['path']} ({result['size_bytes'] / 1e6:.2f} MB, fingerprint {result['fingerprint']})")
+    print(f"wrote {escape(result['path'])} ({result['size_bytes'] / 1e6:.2f} MB, fingerprint {result['fingerprint']})")
+    if args.out is None and not args.overwrite_shipped:
+        print(f"train on it with: vop train --data synthetic --set backbone={escape(default_out())}")
     return 0
 
 
