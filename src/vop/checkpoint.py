@@ -330,7 +330,8 @@ def load_state(path: str | Path) -> dict[str, Any] | None:
     """The validated resume state saved with checkpoint ``path``, or None when it has none.
 
     Loaded with ``weights_only=True``: plain containers and tensors only, so a tampered
-    ``state.pt`` cannot run code."""
+    ``state.pt`` cannot run code. A resume needs the weights beside it too: their file is
+    checked to be whole (:func:`read_weights` reads them)."""
     path = Path(path)
     if not (path / STATE).exists():
         _recover_quietly(path)
@@ -348,6 +349,7 @@ def load_state(path: str | Path) -> dict[str, Any] | None:
     for key, kind in _STATE_KEYS.items():
         if not isinstance(state.get(key), kind):
             raise _format_error(file, f"{key!r} must be a {kind.__name__}, got {_short(state.get(key))}", fix)
+    _check_weights_file(path / WEIGHTS)
     return state
 
 

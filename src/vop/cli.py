@@ -111,10 +111,15 @@ def _eval(args: argparse.Namespace) -> int:
     if args.checkpoint != "zero-shot":
         from vop.checkpoint import load_checkpoint, read_meta
 
-        meta = read_meta(args.checkpoint)
+        meta = read_meta(args.checkpoint)  # validated: data and train_config are objects
         settings.setdefault("data", meta.get("data", {}))
         # Evaluate as the run did (its validation and test ran under its autocast precision).
-        precision = meta.get("eval_precision") or meta.get("train_config", {}).get("runtime", {}).get("precision", "fp32")
+        runtime = meta.get("train_config", {}).get("runtime")
+        precision = meta.get("eval_precision") or (runtime.get("precision") if isinstance(runtime, dict) else None)
+        precision = precision or "fp32"
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"{args.checkpoint}: meta.json records an unknown precision {precision!r}; pass "
+                             "--precision fp32|bf16|fp16")
         model, meta = load_checkpoint(args.checkpoint, backbone=args.backbone)
     settings = apply_overrides(settings, args.overrides)
     if args.checkpoint == "zero-shot":
@@ -161,9 +166,15 @@ def _cache(args: argparse.Namespace) -> int:
     from vop.data.benchmarks import load_split
     from vop.data.cache import build_frame_cache
 
-    keys, paths = {}, []
-    for name in args.splits.split(","):
-        split = load_split(args.benchmark, Path(args.root), name.strip(),
+    if args.num_frames < 1 or args.size < 1 or args.workers < 0:
+        raise ValueError(f"--num-frames and --size must be >= 1 and --workers >= 0, got {args.num_frames}, "
+                         f"{args.size}, {args.workers}")
+    names = [n.strip() for n in args.splits.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--splits {args.splits!r} names no split; e.g. --splits train,val,test")
+    keys = {}
+    for name in names:
+        split = load_split(args.benchmark, Path(args.root), name,
                            video_dir=Path(args.video_dir) if args.video_dir else None)
         for v, key in enumerate(split.video_ids):
             if key not in keys:
@@ -495,7 +506,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where an unexpected error is reported (a traceback is always a bug: every bad input has its own message).
+BUG_REPORT = "the issue tracker of the vop repository (with the traceback above and the command you ran)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``vop`` command: its exit code. The one error boundary of the command line:
+
+    * bad input and missing, damaged or unwritable files (``ValueError``, which covers
+      ``ConfigError``, ``CheckpointFormatError``, ``IndexFormatError`` ...; ``OSError``): one
+      line on stderr, escaped (a message may quote a file name or file content), exit 2;
+    * Ctrl-C: one line, exit 130;
+    * anything else is a bug: the traceback, then one line saying so and where to report it,
+      exit 1.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -504,11 +528,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command][2](args) or 0
     except (ValueError, OSError) as exc:  # bad input and missing/unwritable files: no traceback
-        print(f"vop {args.command}: error: {exc}", file=sys.stderr)
+        _error(args.command, str(exc) or type(exc).__name__)
         return 2
     except KeyboardInterrupt:
-        print(f"vop {args.command}: interrupted", file=sys.stderr)
+        _error(args.command, "interrupted")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary: anything unexpected is a bug, said as such
+        import traceback
+
+        from vop._version import __version__
+
+        traceback.print_exc()
+        _error(args.command, f"internal error ({type(exc).__name__}); this is a bug in vop {__version__}, "
+                             f"please report it: {BUG_REPORT}", prefix="bug")
+        return 1
+
+
+def _error(command: str, message: str, prefix: str = "error") -> None:
+    from vop.display import escape
+
+    try:
+        print(f"vop {command}: {prefix}: {escape(message)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed or broken: nothing left to tell
+        pass
 
 
 if __name__ == "__main__":

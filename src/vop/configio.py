@@ -215,6 +215,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
 def from_dict(cls, data: Mapping, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` strictly: unknown keys and wrong types raise
     :class:`ConfigError` naming the dotted key and the allowed ones."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected a section (mapping), got {data!r}")
     check_finite(data, where)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
