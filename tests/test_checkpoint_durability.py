@@ -18,7 +18,7 @@ import vop
 import vop.backbone as backbone
 import vop.checkpoint as ckpt
 from vop import atomic
-from vop.checkpoint import (CheckpointFormatError, load_checkpoint, load_state, read_meta, read_weights,
+from vop.checkpoint import (CheckpointFormatError, copy_checkpoint, load_checkpoint, load_state, read_meta, read_weights,
                             recover_checkpoint, save_checkpoint, validate_trainable)
 
 
@@ -60,7 +60,7 @@ def _which(path, models) -> str:
 
 # Every call that changes the file system (or makes it durable) during a save is a step.
 _STEPS = [("os", "fsync"), ("os", "rename"), ("os", "replace"), ("os", "mkdir"), ("os", "open"), ("os", "write"),
-          ("shutil", "rmtree"), ("atomic", "_exchange")]
+          ("shutil", "rmtree"), ("shutil", "copy2"), ("atomic", "_exchange")]
 
 
 def _patch_steps(monkeypatch, on_step):
@@ -75,7 +75,17 @@ def _patch_steps(monkeypatch, on_step):
         monkeypatch.setattr(modules[mod], name, hooked)
 
 
-def _count_steps(tmp_path, monkeypatch, models, exchange: bool) -> list[str]:
+@pytest.fixture(params=["save", "copy"])
+def write_new(request, tmp_path_factory, models):
+    """The write under test: save_checkpoint of the new model, or copy_checkpoint of a saved one
+    (how `vop demo` publishes its prompts)."""
+    if request.param == "save":
+        return lambda path: _save(path, models[1], 2)
+    source = _save(tmp_path_factory.mktemp("source") / "best", models[1], 2)
+    return lambda path: copy_checkpoint(source, path)
+
+
+def _count_steps(tmp_path, monkeypatch, models, exchange: bool, write_new) -> list[str]:
     path = tmp_path / "count" / "last"
     _save(path, models[0], 1)
     seen: list[str] = []
@@ -83,15 +93,15 @@ def _count_steps(tmp_path, monkeypatch, models, exchange: bool) -> list[str]:
         if not exchange:
             m.setattr(atomic, "_exchange", lambda a, b: False)
         _patch_steps(m, seen.append)
-        _save(path, models[1], 2)
+        write_new(path)
     return seen
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_a_kill_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new_one(tmp_path, monkeypatch, models,
-                                                                                  exchange):
-    steps = _count_steps(tmp_path, monkeypatch, models, exchange)
-    assert {"os.fsync", "os.write", "atomic._exchange"} <= set(steps)
+                                                                                  exchange, write_new):
+    steps = _count_steps(tmp_path, monkeypatch, models, exchange, write_new)
+    assert {"os.fsync", "atomic._exchange"} <= set(steps) and {"os.write", "shutil.copy2"} & set(steps)
     seen_states = []
     for k in range(len(steps) + 1):
         path = tmp_path / f"kill{k}" / "checkpoints" / "last"
@@ -109,7 +119,7 @@ def test_a_kill_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new_on
                 if not exchange:
                     monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
                 _patch_steps(monkeypatch, step)
-                _save(path, models[1], 2)
+                write_new(path)
             finally:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)
@@ -126,8 +136,8 @@ def test_a_kill_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new_on
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_a_failure_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new_one(tmp_path, monkeypatch, models,
-                                                                                     exchange):
-    steps = _count_steps(tmp_path, monkeypatch, models, exchange)
+                                                                                     exchange, write_new):
+    steps = _count_steps(tmp_path, monkeypatch, models, exchange, write_new)
     for k in range(len(steps)):
         path = tmp_path / f"fail{k}" / "last"
         _save(path, models[0], 1)
@@ -143,11 +153,11 @@ def test_a_failure_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new
                 m.setattr(atomic, "_exchange", lambda a, b: False)
             _patch_steps(m, step)
             try:
-                _save(path, models[1], 2)
+                write_new(path)
             except OSError as exc:
                 assert "injected" in str(exc)
         _which(path, models)
-        _save(path, models[1], 2)
+        write_new(path)
         assert _which(path, models) == "new" and atomic.leftovers(path) == []
 
 

@@ -49,7 +49,7 @@ from vop.methods.registry import config_from_dict
 from vop.model.factory import from_config
 
 __all__ = ["FORMAT", "VERSION", "WEIGHTS", "META", "STATE", "CheckpointMismatch", "CheckpointFormatError",
-           "save_checkpoint", "validate_trainable", "recover_checkpoint", "read_meta", "read_weights",
+           "save_checkpoint", "copy_checkpoint", "validate_trainable", "recover_checkpoint", "read_meta", "read_weights",
            "check_backbone", "load_checkpoint", "load_state", "load_model"]
 
 FORMAT = "vop-checkpoint"
@@ -169,6 +169,25 @@ def save_checkpoint(path: str | Path, model, *, backbone_source: str, data: dict
                                      "Free some space (or choose another runtime.out_dir) and resume") from None
         raise
     return path
+
+
+def copy_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Copy the checkpoint folder ``source`` to ``target`` with the same guarantee as
+    :func:`save_checkpoint`: ``target`` holds the previous checkpoint or the copy, whole,
+    at every instant (``vop demo`` publishes its best prompts this way)."""
+    source, target = Path(source), Path(target)
+    read_meta(source)  # only a whole, valid checkpoint is published
+    check_not_shipped(target, "a checkpoint")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(target)
+    tmp = atomic.temp_sibling(target)
+    try:
+        shutil.copytree(source, tmp, copy_function=shutil.copy2)
+        atomic.replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 # -- reading: one validating function per file -------------------------------------------------
