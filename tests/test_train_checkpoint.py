@@ -65,10 +65,22 @@ def test_a_method_training_backbone_tensors_needs_the_starting_identity(tmp_path
 
 def test_resume_state_travels_with_the_checkpoint(tmp_path):
     model = _trained()
-    state = {"run": {"step": 3}, "rng": torch.random.get_rng_state()}
+    state = _state(model)
     path = save_checkpoint(tmp_path / "last", model, backbone_source="tiny", state=state)
     saved = load_state(path)
     assert saved["run"] == {"step": 3} and torch.equal(saved["rng"], state["rng"])
+    assert saved["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+
+
+def _state(model) -> dict:
+    """A resume state shaped like the trainer's (AdamW after one step, LambdaLR)."""
+    params = list(model.trainable_parameters().values())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    sum(p.sum() for p in params).backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return {"run": {"step": 3}, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": None, "rng": torch.random.get_rng_state(), "cuda_rng": None, "config": {"seed": 0}}
 
 
 def test_a_different_architecture_is_refused_naming_both(tmp_path):
@@ -127,27 +139,26 @@ def test_a_failure_mid_write_leaves_the_previous_checkpoint_intact(tmp_path, mon
     path = tmp_path / "checkpoints" / "last"
     save_checkpoint(path, first, backbone_source="tiny", extra={"step": 1})
 
-    real = ckpt.save_file
+    real = ckpt.os.write
     calls = []
 
-    def fail_second_call(tensors, filename, *args, **kwargs):
-        calls.append(filename)
+    def fail_second_call(fd, data):
+        calls.append(len(data))
         if len(calls) == 2:
-            real(dict(list(tensors.items())[:1]), filename)  # part of the file is on disk ...
-            raise OSError("disk full")  # ... when the write fails
-        return real(tensors, filename, *args, **kwargs)
+            real(fd, bytes(data[: len(data) // 2]))  # part of the file is on disk ...
+            raise OSError(5, "Input/output error")  # ... when the write fails
+        return real(fd, data)
 
-    monkeypatch.setattr(ckpt, "save_file", fail_second_call)
-    save_checkpoint(tmp_path / "other", second, backbone_source="tiny")  # call 1 succeeds
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, second, backbone_source="tiny", extra={"step": 2})  # call 2 fails
+    monkeypatch.setattr(ckpt.os, "write", fail_second_call)
+    with pytest.raises(OSError, match="Input/output"):
+        save_checkpoint(path, second, backbone_source="tiny", extra={"step": 2})  # call 2 (meta.json) fails
+    monkeypatch.setattr(ckpt.os, "write", real)
 
     loaded, meta = load_checkpoint(path)
     assert meta["step"] == 1
     for key, value in first.trainable_state_dict().items():
         assert torch.equal(loaded.trainable_state_dict()[key], value), key
-    # The next save succeeds and clears the failed attempt's temporary folder.
-    monkeypatch.setattr(ckpt, "save_file", real)
+    # The next save succeeds; nothing of the failed attempt is left.
     save_checkpoint(path, second, backbone_source="tiny", extra={"step": 2})
     assert read_meta(path)["step"] == 2
     assert sorted(p.name for p in path.parent.iterdir()) == ["last"]

@@ -113,10 +113,15 @@ def _eval(args: argparse.Namespace) -> int:
     if args.checkpoint != "zero-shot":
         from vop.checkpoint import load_checkpoint, read_meta
 
-        meta = read_meta(args.checkpoint)
+        meta = read_meta(args.checkpoint)  # validated: data and train_config are objects
         settings.setdefault("data", meta.get("data", {}))
         # Evaluate as the run did (its validation and test ran under its autocast precision).
-        precision = meta.get("eval_precision") or meta.get("train_config", {}).get("runtime", {}).get("precision", "fp32")
+        runtime = meta.get("train_config", {}).get("runtime")
+        precision = meta.get("eval_precision") or (runtime.get("precision") if isinstance(runtime, dict) else None)
+        precision = precision or "fp32"
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"{args.checkpoint}: meta.json records an unknown precision {precision!r}; pass "
+                             "--precision fp32|bf16|fp16")
         model, meta = load_checkpoint(args.checkpoint, backbone=args.backbone)
     settings = apply_overrides(settings, args.overrides)
     if args.checkpoint == "zero-shot":
@@ -163,9 +168,15 @@ def _cache(args: argparse.Namespace) -> int:
     from vop.data.benchmarks import load_split
     from vop.data.cache import build_frame_cache
 
-    keys, paths = {}, []
-    for name in args.splits.split(","):
-        split = load_split(args.benchmark, Path(args.root), name.strip(),
+    if args.num_frames < 1 or args.size < 1 or args.workers < 0:
+        raise ValueError(f"--num-frames and --size must be >= 1 and --workers >= 0, got {args.num_frames}, "
+                         f"{args.size}, {args.workers}")
+    names = [n.strip() for n in args.splits.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--splits {args.splits!r} names no split; e.g. --splits train,val,test")
+    keys = {}
+    for name in names:
+        split = load_split(args.benchmark, Path(args.root), name,
                            video_dir=Path(args.video_dir) if args.video_dir else None)
         for v, key in enumerate(split.video_ids):
             if key not in keys:
@@ -215,30 +226,42 @@ def _demo(args: argparse.Namespace) -> int:
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=700, help="optimiser steps of 256 image-caption pairs")
     p.add_argument("--out", default=None,
-                   help="checkpoint to write (default: the packaged vop/assets/tiny-synthetic.safetensors)")
+                   help="checkpoint to write (default: ~/.cache/vop/pretrain/tiny-synthetic.safetensors, or "
+                        "$VOP_CACHE/pretrain/...); load it with --set backbone=PATH")
     p.add_argument("--seed", type=int, default=0, help="initial weights and training-index stream")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite-shipped", action="store_true",
+                   help="developers only: write the package's own vop/assets/tiny-synthetic.safetensors (read-only "
+                        "to every command without this flag; every result built on it changes)")
 
 
 @command("pretrain", "pretrain the tiny CLIP on the synthetic upstream world (builds tiny-synthetic)")(_pretrain_args)
 def _pretrain(args: argparse.Namespace) -> int:
     import shlex
 
+    from vop.display import escape
     from vop.train.pretrain import PretrainConfig, pretrain
 
+    from vop.train.pretrain import default_out
+
+    if args.steps < 1 or args.threads < 1:
+        raise ValueError(f"--steps and --threads must be >= 1, got {args.steps} and {args.threads}")
     config = PretrainConfig(steps=args.steps, seed=args.seed, threads=args.threads,
                             warmup=min(PretrainConfig.warmup, args.steps - 1))
     # The command recorded in the checkpoint: the arguments that shape the weights.
     recorded = ["vop", "pretrain", "--steps", str(args.steps), "--seed", str(args.seed),
-                "--threads", str(args.threads), *(["--out", args.out] if args.out else [])]
+                "--threads", str(args.threads), *(["--out", args.out] if args.out else []),
+                *(["--overwrite-shipped"] if args.overwrite_shipped else [])]
     result = pretrain(config, args.out, progress=not args.no_progress,
-                      command=" ".join(map(shlex.quote, recorded)))
+                      command=" ".join(map(shlex.quote, recorded)), overwrite_shipped=args.overwrite_shipped)
     print(f"zero-shot image-to-text R@1 on {result['pairs']} held-out pairs: "
           f"{result['i2t_r1_exact']:.1f} % exact caption, {result['i2t_r1_attributes']:.1f} % by attributes")
     print(f"trained {result['steps']} steps in {result['train_seconds'] / 60:.1f} min; "
           f"loss {result['loss_first']:.3f} -> {result['loss_last']:.3f}")
-    print(f"wrote {result['path']} ({result['size_bytes'] / 1e6:.2f} MB, fingerprint {result['fingerprint']})")
+    print(f"wrote {escape(result['path'])} ({result['size_bytes'] / 1e6:.2f} MB, fingerprint {result['fingerprint']})")
+    if args.out is None and not args.overwrite_shipped:
+        print(f"train on it with: vop train --data synthetic --set backbone={escape(default_out())}")
     return 0
 
 
@@ -505,7 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where an unexpected error is reported (a traceback is always a bug: every bad input has its own message).
+BUG_REPORT = "the issue tracker of the vop repository (with the traceback above and the command you ran)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``vop`` command: its exit code. The one error boundary of the command line:
+
+    * bad input and missing, damaged or unwritable files (``ValueError``, which covers
+      ``ConfigError``, ``CheckpointFormatError``, ``IndexFormatError`` ...; ``OSError``): one
+      line on stderr, escaped (a message may quote a file name or file content), exit 2;
+    * Ctrl-C: one line, exit 130;
+    * anything else is a bug: the traceback, then one line saying so and where to report it,
+      exit 1.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -514,11 +550,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command][2](args) or 0
     except (ValueError, OSError) as exc:  # bad input and missing/unwritable files: no traceback
-        print(f"vop {args.command}: error: {exc}", file=sys.stderr)
+        _error(args.command, str(exc) or type(exc).__name__)
         return 2
     except KeyboardInterrupt:
-        print(f"vop {args.command}: interrupted", file=sys.stderr)
+        _error(args.command, "interrupted")
         return 130
+    except Exception as exc:  # noqa: BLE001 - the boundary: anything unexpected is a bug, said as such
+        import traceback
+
+        from vop._version import __version__
+
+        traceback.print_exc()
+        _error(args.command, f"internal error ({type(exc).__name__}); this is a bug in vop {__version__}, "
+                             f"please report it: {BUG_REPORT}", prefix="bug")
+        return 1
+
+
+def _error(command: str, message: str, prefix: str = "error") -> None:
+    from vop.display import escape
+
+    try:
+        print(f"vop {command}: {prefix}: {escape(message)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed or broken: nothing left to tell
+        pass
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """Typed configs from YAML: ``defaults:`` composition, ``--set key=value`` overrides, and
 strict conversion into frozen dataclasses that names any unknown key or wrong type before
-any work starts."""
+any work starts.
+
+Everything read here is untrusted text: YAML is parsed by :func:`parse_yaml` (safe types
+only, and aliases may not expand a document beyond :data:`MAX_NODES` nodes, so a
+kilobyte-sized "billion laughs" fails at once instead of filling memory), malformed YAML is
+one :class:`ConfigError` naming the file or the override, and no number anywhere in a
+config may be NaN or infinite."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import importlib.resources
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +24,72 @@ import yaml
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
+
+
+# Nodes a config may hold once its aliases are expanded (the shipped ones hold under 200).
+MAX_NODES = 20_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes under ``node`` counting every alias as a full copy (shared nodes are sized once)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ConfigError("a YAML alias refers to the node that contains it (a recursive structure)")
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            size += _expanded_size(child, memo, active)
+            if size > MAX_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, memo, active) + _expanded_size(v, memo, active)
+            if size > MAX_NODES:
+                break
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refusing alias bombs and turning syntax errors into one
+    :class:`ConfigError` line that names ``source`` (a file, or ``override 'k=v'``)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, set()) > MAX_NODES:
+            raise ConfigError(f"{source}: its YAML aliases expand to more than {MAX_NODES} values (an alias "
+                              "bomb?); write the values out instead of nesting anchors")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where} ({problem})") from None
+    except ConfigError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def check_finite(data: Any, where: str = "") -> None:
+    """Refuse NaN and infinite numbers anywhere in ``data`` (a learning rate of ``.inf``
+    would train NaN weights), naming the dotted key."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ConfigError(f"{where or 'the config'}: must be a finite number, got {data!r}")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            check_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            check_finite(value, f"{where}[{i}]")
 
 
 def merge(base: Mapping, update: Mapping) -> dict:
@@ -37,15 +110,22 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"config defaults form a cycle: {' -> '.join(map(str, (*_seen, path)))}")
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" if not path.exists()
+                          else f"config file {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; a config is a YAML file") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     merged: dict = {}
     defaults = data.pop("defaults", []) or []
     if isinstance(defaults, str):
         defaults = [defaults]
+    if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+        raise ConfigError(f"{path}: 'defaults' must be a list of config file names, got {defaults!r}")
     for item in defaults:
         merged = merge(merged, load_yaml(path.parent / item, (*_seen, path)))
     return merge(merged, data)
@@ -57,9 +137,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw, f"override {item!r}") if raw.strip() else ""
         node = data
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: the key must be dotted names like optim.lr")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -110,14 +192,19 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -128,6 +215,9 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
 def from_dict(cls, data: Mapping, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` strictly: unknown keys and wrong types raise
     :class:`ConfigError` naming the dotted key and the allowed ones."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected a section (mapping), got {data!r}")
+    check_finite(data, where)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vop import atomic
 from vop.paths import demo_home, demo_prompts_dir
 
 DEFAULT_METHODS = ("vop", "vop-fc")
@@ -85,12 +86,10 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
         pair = summary["test"].get("pair_accuracy", 0.0)
         if method != "full" and pair > best_pair:
             best_prompt, best_pair = run_dir / "checkpoints" / "best", pair
-    if best_prompt is not None:
-        target = demo_prompts_dir()
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(best_prompt, target)
+    if best_prompt is not None:  # swapped in whole: a kill leaves the previous prompts or these
+        from vop.checkpoint import copy_checkpoint
+
+        copy_checkpoint(best_prompt, demo_prompts_dir())
     return rows
 
 
@@ -129,8 +128,8 @@ def write_report(rows: list[Row], out_dir: Path) -> dict[str, Path]:
     """``results.json`` and ``results.png`` (pair accuracy and t2v R@1 per method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json"}
-    paths["json"].write_text(json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                         "rows": [r.as_dict() for r in rows]}, indent=2))
+    atomic.write_text(paths["json"], json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                 "rows": [r.as_dict() for r in rows]}, indent=2))
     try:
         import matplotlib
 
@@ -150,6 +149,13 @@ def write_report(rows: list[Row], out_dir: Path) -> dict[str, Path]:
         ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     paths["png"] = out_dir / "results.png"
-    fig.savefig(paths["png"], dpi=120)
-    plt.close(fig)
+    tmp = atomic.temp_sibling(paths["png"])
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        atomic.fsync_file(tmp)
+        os.replace(tmp, paths["png"])  # never a half-written chart
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    atomic.fsync_dir(out_dir)
     return paths

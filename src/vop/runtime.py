@@ -46,17 +46,35 @@ def autocast(device: torch.device | str, precision: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(name: str) -> str:
+    """Check that ``name`` is a device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)
+    without asking whether this machine has it: configs are checked with this when they are
+    read (a config may be written on one machine for another); :func:`resolve_device`, at the
+    start of every command, then refuses a device this machine lacks."""
+    if not isinstance(name, str):
+        raise ValueError(f"a device must be a string like auto, cpu, cuda or cuda:1, got {name!r}")
+    if name == "auto":
+        return name
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in DEVICE_TYPES:
+        raise ValueError(f"device {name!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
     Refuses devices this torch build cannot use, with the reason."""
     if isinstance(name, torch.device):
         return name
-    if name == "auto":
+    if check_device(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from exc
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: this torch build has no usable CUDA GPU; use --device cpu "
                          "(or device: auto), or install a CUDA build of torch")
@@ -64,8 +82,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {name!r}: MPS is not available on this machine; use cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -118,7 +134,7 @@ def setup(device: str | torch.device = "auto", threads: int | None = None) -> tu
     """Resolve the device, join a torchrun process group if there is one, and move each rank
     to its own GPU: the one start-up sequence of ``vop train``, ``eval`` and ``encode``."""
     if threads is not None:
-        if threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be >= 1 (or unset for torch's default), got {threads}")
         torch.set_num_threads(threads)
     resolved = resolve_device(device)

@@ -22,8 +22,8 @@ from vop.backbone.clip import CLIP
 from vop.backbone.config import CLIPConfig
 from vop.backbone.state import from_state_dict
 
-__all__ = ["PACKAGED_FILES", "UNKNOWN_ROW", "reduced_token_map", "asset_path", "load_checkpoint",
-           "load_packaged", "packaged_metadata", "read_metadata", "save_checkpoint"]
+__all__ = ["PACKAGED_FILES", "UNKNOWN_ROW", "reduced_token_map", "asset_path", "assets_dir", "check_not_shipped",
+           "is_shipped", "load_checkpoint", "load_packaged", "packaged_metadata", "read_metadata", "save_checkpoint"]
 
 # Packaged backbone name -> file under ``vop/assets``.
 PACKAGED_FILES = {"tiny-synthetic": "tiny-synthetic.safetensors"}
@@ -61,12 +61,43 @@ def _compact(token_map: torch.Tensor) -> torch.Tensor:
     return token_map.to(dtype)
 
 
-def save_checkpoint(clip: CLIP, path: str | Path, metadata: dict[str, object] | None = None) -> Path:
+def assets_dir() -> Path:
+    """The installed package's ``vop/assets`` folder (package data, read-only to every command)."""
+    return Path(str(importlib.resources.files("vop").joinpath("assets")))
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` (resolved, symlinks followed) lies inside the package's assets folder."""
+    try:
+        Path(path).resolve().relative_to(assets_dir().resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def check_not_shipped(path: str | Path, what: str = "this file", *, overwrite_shipped: bool = False) -> None:
+    """Refuse to write ``path`` inside the package's assets: the shipped files are read-only
+    (a command that overwrote ``tiny-synthetic`` would silently change every result built on
+    it). ``overwrite_shipped`` is the developer's way to rebuild them (``vop pretrain
+    --overwrite-shipped``)."""
+    if is_shipped(path) and not overwrite_shipped:
+        raise ValueError(f"refusing to write {what} {path}: it is inside the installed package's assets "
+                         f"({assets_dir()}), which are read-only; choose another path (--out), or, to rebuild a "
+                         "shipped asset on purpose, pass --overwrite-shipped")
+
+
+def save_checkpoint(clip: CLIP, path: str | Path, metadata: dict[str, object] | None = None, *,
+                    overwrite_shipped: bool = False) -> Path:
     """Write ``clip`` as a packaged checkpoint: fp16 weights, compact ``token_map``, and
-    ``metadata`` (values that are not strings are stored as JSON) beside the architecture."""
-    from safetensors.torch import save_file
+    ``metadata`` (values that are not strings are stored as JSON) beside the architecture.
+    Refuses a path inside the package's assets unless ``overwrite_shipped``; the file is
+    replaced atomically (:func:`vop.atomic.write_bytes`)."""
+    from safetensors.torch import save
+
+    from vop import atomic
 
     path = Path(path)
+    check_not_shipped(path, "the backbone checkpoint", overwrite_shipped=overwrite_shipped)
     tensors = {}
     for key, value in clip.state_dict().items():
         if key == "token_map":
@@ -78,8 +109,7 @@ def save_checkpoint(clip: CLIP, path: str | Path, metadata: dict[str, object] | 
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
-    path.chmod(0o644)  # package data: safetensors writes owner-only files
+    atomic.write_bytes(path, save(tensors, metadata=meta))  # the user's umask (safetensors' own writer: 0600)
     return path
 
 
@@ -115,7 +145,7 @@ def asset_path(name: str) -> Path:
     if name not in PACKAGED_FILES:
         raise ValueError(f"unknown packaged backbone {name!r}; known: {sorted(PACKAGED_FILES)}")
     # vop/assets is package data, not a package: address it from the vop package.
-    return Path(str(importlib.resources.files("vop").joinpath("assets", PACKAGED_FILES[name])))
+    return assets_dir() / PACKAGED_FILES[name]
 
 
 def _existing_asset(name: str) -> Path:

@@ -34,3 +34,17 @@ class DataConfig:
             raise ValueError(f"train_sampling must be 'random' or 'middle', got {self.train_sampling!r}")
         if self.num_frames < 1 or self.workers < 0:
             raise ValueError("num_frames must be >= 1 and workers >= 0")
+        if self.synthetic:  # checked against the world's own config; tuples, so the world can be cached by it
+            object.__setattr__(self, "synthetic", synthetic_options(self.synthetic))
+
+
+def synthetic_options(options) -> dict:
+    """``data.synthetic`` validated as :class:`~vop.data.synthetic.DownstreamConfig` options
+    (unknown keys and wrong types named), values normalised as that config holds them."""
+    from vop.configio import ConfigError, from_dict
+    from vop.data.synthetic.downstream import DownstreamConfig
+
+    if not isinstance(options, dict):
+        raise ConfigError(f"data.synthetic: expected a section (mapping), got {options!r}")
+    config = from_dict(DownstreamConfig, options, "data.synthetic")
+    return {key: getattr(config, key) for key in options}

@@ -25,7 +25,9 @@ def open_split(data: DataConfig, split: str, *, image_size: int | None = None) -
     benchmark, num_frames = data.benchmark, data.num_frames
     root, video_dir, cache_dir, synthetic = data.root, data.video_dir, data.cache_dir, data.synthetic
     if benchmark == "synthetic":
-        from vop.data.synthetic import DownstreamWorld
+        if cache_dir is not None:
+            raise ValueError(f"data.cache_dir {cache_dir} is set, but the synthetic world renders its frames and "
+                             "reads no cache; remove data.cache_dir")
 
         options = dict(synthetic or {})
         options.setdefault("num_frames", num_frames)
@@ -44,7 +46,10 @@ def open_split(data: DataConfig, split: str, *, image_size: int | None = None) -
     if root is None:
         raise ValueError(f"benchmark {benchmark!r} needs data.root (the annotation folder; see docs/data.md)")
     cache = None
-    if cache_dir is not None and Path(cache_dir).exists():
+    if cache_dir is not None:  # named in the config: it must be there (a typo must not mean "decode everything")
+        if not Path(cache_dir).is_dir():
+            raise FileNotFoundError(f"data.cache_dir {cache_dir} does not exist; build it with vop cache "
+                                    f"{benchmark} {root} --out {cache_dir}, fix the path, or remove data.cache_dir")
         from vop.data.cache import FrameCache
 
         cache = FrameCache.open(cache_dir)

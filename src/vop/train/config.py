@@ -16,11 +16,19 @@ from vop.data.config import DataConfig
 from vop.eval.config import EvalConfig
 from vop.methods.registry import get as get_method
 from vop.methods.registry import make_config
-from vop.runtime import PRECISIONS
+from vop.runtime import PRECISIONS, check_device
 
 # The data section's class under its old name (configs and code written before DataConfig).
 DataSection = DataConfig
 EvalSection = EvalConfig
+
+
+def _at_least(section, low: int, *names: str) -> None:
+    """Each named integer field of ``section`` is >= ``low``."""
+    for name in names:
+        value = getattr(section, name)
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,16 @@ class OptimSection:
     grad_clip: float = 1.0  # max gradient norm (0: off)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
-            raise ValueError("lr must be > 0, batch_size, grad_accum and epochs >= 1")
+        _at_least(self, 1, "epochs", "batch_size", "grad_accum")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, or null to train for `epochs`, got {self.max_steps}")
+        if not self.lr > 0 or not self.eps > 0:
+            raise ValueError(f"lr and eps must be > 0, got lr={self.lr}, eps={self.eps}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"weight_decay and grad_clip must be >= 0 (grad_clip 0: off), got "
+                             f"{self.weight_decay}, {self.grad_clip}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -67,6 +83,13 @@ class RuntimeSection:
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
     def __post_init__(self) -> None:
+        check_device(self.device)  # the name; whether this machine has it: vop.runtime.setup, first thing
+        _at_least(self, 1, "log_every", "eval_every", "max_bad_steps")
+        _at_least(self, 0, "save_every", "val_every_steps", "seed")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, or null for torch's default, got {self.threads}")
+        if not self.out_dir:
+            raise ValueError("out_dir must name a folder")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
         if self.checkpoint_image_blocks is not None and self.checkpoint_image_blocks < 0:

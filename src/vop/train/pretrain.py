@@ -29,11 +29,13 @@ import torch.nn.functional as F
 from vop.backbone.clip import CLIP
 from vop.backbone.config import ARCHITECTURES
 from vop.backbone.identity import fingerprint
-from vop.backbone.packaged import asset_path, reduced_token_map, save_checkpoint
+from vop.backbone.download import cache_dir
+from vop.backbone.packaged import asset_path, check_not_shipped, reduced_token_map, save_checkpoint
 
-__all__ = ["PretrainConfig", "build_model", "clip_loss", "evaluate_zero_shot", "pretrain", "train"]
+__all__ = ["PretrainConfig", "build_model", "clip_loss", "default_out", "evaluate_zero_shot", "pretrain", "train"]
 
 PACKAGED_NAME = "tiny-synthetic"
+PACKAGED_FILE = "tiny-synthetic.safetensors"
 
 
 @dataclass(frozen=True)
@@ -197,15 +199,21 @@ def evaluate_zero_shot(clip: CLIP, n: int = 1000, world=None, batch_size: int = 
 
 
 def pretrain(config: PretrainConfig = PretrainConfig(), out_path: str | Path | None = None,
-             progress: bool = True, command: str | None = None) -> dict:
+             progress: bool = True, command: str | None = None, overwrite_shipped: bool = False) -> dict:
     """Pretrain the tiny CLIP, measure its zero-shot R@1, write the packaged checkpoint.
 
-    ``out_path`` defaults to the package asset (``vop/assets/tiny-synthetic.safetensors``).
+    ``out_path`` defaults to :func:`default_out` (the user's cache), never to the package:
+    the shipped asset (``vop/assets/tiny-synthetic.safetensors``) is read-only, and a path
+    inside the package's assets is refused before any training unless ``overwrite_shipped``
+    (a developer rebuilding the shipped file on purpose).
     The R@1 is measured on the weights as written (rounded to fp16, computed in fp32), so
     ``load("tiny-synthetic")`` reproduces it. ``command`` is recorded in the metadata
     (the CLI passes its own command line). Returns the figures and the loss curve.
     """
-    out_path = Path(out_path) if out_path is not None else asset_path(PACKAGED_NAME)
+    if out_path is None:
+        out_path = asset_path(PACKAGED_NAME) if overwrite_shipped else default_out()
+    out_path = Path(out_path)
+    check_not_shipped(out_path, "the pretrained backbone", overwrite_shipped=overwrite_shipped)  # before 10 minutes of work
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -234,7 +242,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), out_path: str | Path | N
         "zero_shot": scores,
         "vop_version": _version(),
     }
-    save_checkpoint(clip, out_path, metadata)
+    save_checkpoint(clip, out_path, metadata, overwrite_shipped=overwrite_shipped)
     return {
         **scores,
         "steps": config.steps,
@@ -246,6 +254,12 @@ def pretrain(config: PretrainConfig = PretrainConfig(), out_path: str | Path | N
         "size_bytes": out_path.stat().st_size,
         "fingerprint": fingerprint(clip),
     }
+
+
+def default_out() -> Path:
+    """Where ``vop pretrain`` writes without ``--out``: ``VOP_CACHE`` (else ``~/.cache/vop``)
+    ``/pretrain/tiny-synthetic.safetensors``; load it with ``vop.backbone.load(PATH)``."""
+    return cache_dir() / "pretrain" / PACKAGED_FILE
 
 
 def _world(config: PretrainConfig, image_size: int):
