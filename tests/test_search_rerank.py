@@ -378,3 +378,33 @@ def test_other_methods_get_the_one_stage_search_unchanged(built):
     np.testing.assert_allclose(scores, want_scores, atol=1e-6)
     brute_rows = np.argsort(-(query @ stored.embeddings.T), axis=1, kind="stable")[:, :4]
     np.testing.assert_array_equal(rows, brute_rows)
+
+
+def test_bf16_compiled_encoding_stores_frame_features_from_the_same_pass(xpool, tmp_path, monkeypatch):
+    videos, index, ckpt, _ = xpool
+    compiled = []
+    real_compile = torch.compile
+
+    def recording_compile(fn, **options):  # Dynamo only (no Inductor build): the wiring is what is tested
+        compiled.append(options)
+        return real_compile(fn, backend="eager", fullgraph=True, **options)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    encode(videos, tmp_path / "bf16", checkpoint=str(ckpt), backbone=None, precision="bf16", compile=True)
+    fast, plain = read_index(tmp_path / "bf16"), read_index(index)
+    assert compiled == [{"dynamic": False}] and fast.frame_features.dtype == np.float16
+    a, b = fast.frame_features.astype(np.float32), plain.frame_features.astype(np.float32)
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.min() > 0.99 and not np.array_equal(a, b)  # bf16 really ran, and stayed close
+    pooled = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    pooled = pooled.mean(1) / np.linalg.norm(pooled.mean(1), axis=-1, keepdims=True)
+    np.testing.assert_allclose(fast.embeddings, pooled, atol=2e-2)  # the embedding is their mean pool
+
+
+def test_cli_encode_writes_the_frame_features_of_an_xpool_checkpoint(xpool, tmp_path, capsys):
+    from vop.cli import main
+
+    videos, _, ckpt, _ = xpool
+    assert main(["encode", str(videos), "--checkpoint", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
+    assert f"{VIDEOS} videos indexed" in capsys.readouterr().out
+    assert read_index(tmp_path / "idx").frame_features.shape == (VIDEOS, 12, 64)
