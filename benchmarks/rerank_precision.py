@@ -83,7 +83,7 @@ def main() -> None:
     top32 = np.argsort(-s32, axis=1, kind="stable")[:, :10]
     top16 = np.argsort(-s16, axis=1, kind="stable")[:, :10]
     same_order = float((top32 == top16).all(axis=1).mean())
-    overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top32, top16)]))
+    overlap = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(top32, top16)]))  # top-min(10, N)
     diff = np.abs(s32 - s16)
     print(f"backbone {args.backbone} (D={clip.config.embed_dim}, {res} px), {n} videos x {args.frames} frames, "
           f"{n} captions, head noise {args.head_noise}; {seconds:.1f} s")

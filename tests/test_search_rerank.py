@@ -408,3 +408,18 @@ def test_cli_encode_writes_the_frame_features_of_an_xpool_checkpoint(xpool, tmp_
     assert main(["encode", str(videos), "--checkpoint", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet"]) == 0
     assert f"{VIDEOS} videos indexed" in capsys.readouterr().out
     assert read_index(tmp_path / "idx").frame_features.shape == (VIDEOS, 12, 64)
+
+
+def test_the_precision_benchmark_runs_and_reports_agreement():
+    import re
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "rerank_precision.py"
+    done = subprocess.run([sys.executable, str(script), "--backbone", "tiny", "--pairs", "8", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "8 videos x 12 frames, 8 captions" in done.stdout
+    diff = re.search(r"\|score fp16 - fp32\|: max ([0-9.e+-]+), mean ([0-9.e+-]+)", done.stdout)
+    overlap = re.search(r"mean top-10 overlap: ([0-9.]+)", done.stdout)
+    assert diff and overlap and 0 < float(diff[1]) < 1e-2 and float(overlap[1]) == 1.0  # 8 videos: all in the top 10
