@@ -4,7 +4,11 @@ processes.
 Per video: :func:`vop.data.sample_frames` (``"middle"`` mode, the method's frame count or
 12) -> :func:`~vop.data.transforms.resize_center_crop` to the backbone's resolution ->
 :func:`~vop.data.transforms.normalize` -> ``model.encode_video`` under
-``torch.inference_mode``, in batches, decoding on a few threads ahead of the model.
+``torch.inference_mode``, in batches, decoding on a few threads ahead of the model. For a
+text-conditioned encoder (X-Pool, ``model.text_conditioned``) the same pass also keeps each
+video's per-frame features (``model.frame_features``; the embedding is their mean pool),
+stored as float16 in ``frames.npy`` for re-ranking (:mod:`vop.search.rerank`); they follow
+their records through every step below (kept, new, removed, pieces, shards).
 
 A re-run keeps the embedding of every file whose size and mtime are unchanged (or whose
 content hash is unchanged), encodes new and changed files, and drops deleted ones. A file
@@ -46,7 +50,7 @@ from vop.display import escape
 from vop.runtime import WEIGHT_DTYPES  # a weight cast (the model's tensors), not autocast
 from vop.search.method import IndexMismatch, check_same_encoder
 from vop.search.records import FileState, VideoRecord, content_hash, probe, video_id, walk_videos
-from vop.search.store import StoredIndex, check_target, is_index, read_index, write_index
+from vop.search.store import FRAMES_DTYPE, StoredIndex, check_target, is_index, read_index, write_index
 
 __all__ = ["EncodeConfig", "EncodeReport", "NonFiniteEmbeddings", "encode_collection", "frame_count",
            "video_encoder"]
@@ -126,13 +130,15 @@ class _Plan:
     removed: int
 
 
-def _plan(root: Path, old: StoredIndex | None, num_frames: int) -> _Plan:
+def _plan(root: Path, old: StoredIndex | None, num_frames: int, wants_frames: bool = False) -> _Plan:
     states = list(walk_videos(root))
     if old is None:
         return _Plan([], states, [], 0)
     present = {s.path for s in states}
     removed = sum(r.path not in present for r in old.records)
     if old.meta.get("num_frames") != num_frames:  # every embedding is stale
+        return _Plan([], states, [], removed)
+    if wants_frames and old.frame_features is None:  # nothing to re-rank the kept videos with
         return _Plan([], states, [], removed)
     rows = {r.path: (r, i) for i, r in enumerate(old.records)}
     failed_before = {f["path"]: f for f in old.failed}
@@ -188,61 +194,99 @@ def _prefetch(items: list, fn: Callable, workers: int, ahead: int) -> Iterator[t
                 break
 
 
-def video_encoder(model, config: EncodeConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+def video_encoder(model, config: EncodeConfig, frame_features: bool = False) -> Callable:
     """Normalised fp32 frames ``[B, F, 3, R, R]`` -> embeddings ``[B, D]`` (fp32), in the
     config's precision, compiled if asked. ``model`` itself is left as it is (a model in
     another dtype is cast as a copy; the CLI casts its own model first). Compiled, every call gets ``batch_size`` videos (a short last batch is padded),
-    so the encoder compiles once."""
+    so the encoder compiles once.
+
+    ``frame_features=True``: the encoder returns ``(embeddings [B, D], frame features
+    [B, F', D])`` (both fp32) from one pass: ``model.frame_features`` and their mean pool,
+    which is what ``model.encode_video`` computes."""
     dtype = WEIGHT_DTYPES[config.precision]
     if dtype != next(model.parameters()).dtype:
         model = copy.deepcopy(model).to(dtype)
-    encode = model.encode_video
+    if frame_features:
+        def encode(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            feats = model.frame_features(frames)
+            return model.mean_pool(feats), feats
+    else:
+        encode = model.encode_video
     if config.compile:
         encode = torch.compile(encode, dynamic=False)
 
-    def run(frames: torch.Tensor) -> torch.Tensor:
+    def run(frames: torch.Tensor):
         n = frames.shape[0]
         if config.compile and n < config.batch_size:
             frames = torch.cat([frames, frames[-1:].expand(config.batch_size - n, *frames.shape[1:])])
         with torch.inference_mode():
-            return encode(frames.to(dtype))[:n].float()
+            out = encode(frames.to(dtype))
+            if frame_features:
+                return out[0][:n].float(), out[1][:n].float()
+            return out[:n].float()
 
     return run
 
 
-def _encode_files(root: Path, files: list[FileState], model, num_frames: int, config: EncodeConfig,
-                  show: bool, commit: Callable | None = None) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
-    """Encode ``files``: ``(records, embeddings [n, D], failures)`` for the readable ones.
+def _stack(chunks: list[np.ndarray], empty: tuple[int, ...], dtype) -> np.ndarray:
+    return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(empty, dtype)
 
-    ``commit(records, embeddings, failures)`` (if given) is called with everything done so
-    far at the end of each piece (``config.piece_videos`` / ``config.piece_seconds``)."""
+
+def _encode_files(root: Path, files: list[FileState], model, num_frames: int, config: EncodeConfig,
+                  show: bool, commit: Callable | None = None
+                  ) -> tuple[list[VideoRecord], np.ndarray, np.ndarray | None, list[dict]]:
+    """Encode ``files``: ``(records, embeddings [n, D], frame features [n, F', D] float16 or
+    None, failures)`` for the readable ones; frame features only for a text-conditioned model.
+
+    ``commit(records, embeddings, frame_features, failures)`` (if given) is called with
+    everything done so far at the end of each piece (``config.piece_videos`` /
+    ``config.piece_seconds``)."""
     from tqdm import tqdm
 
     from vop.data.transforms import normalize
 
     resolution = model.clip.config.image_resolution
     dim = model.clip.config.embed_dim
+    wants_frames = bool(model.text_conditioned)
     records: list[VideoRecord] = []
     chunks: list[np.ndarray] = []
+    frame_chunks: list[np.ndarray] = []
     failed: list[dict] = []
     batch_recs: list[VideoRecord] = []
     batch_frames: list[torch.Tensor] = []
-    encode = video_encoder(model, config) if files else None
+    encode = video_encoder(model, config, frame_features=wants_frames) if files else None
 
     def flush() -> None:
         if not batch_frames:
             return
         x = torch.stack(batch_frames).to(config.device)  # [B, F, R, R, 3] uint8
-        emb = encode(normalize(x)).cpu().numpy()  # [B, D]
+        out = encode(normalize(x))
+        emb = (out[0] if wants_frames else out).cpu().numpy()  # [B, D]
+        feats = None
+        if wants_frames:
+            with np.errstate(over="ignore"):  # an overflow becomes inf, refused below
+                feats = out[1].cpu().numpy().astype(FRAMES_DTYPE)  # [B, F', D]
         bad = ~np.isfinite(emb).all(axis=1)
+        if feats is not None:
+            bad |= ~np.isfinite(feats).all(axis=(1, 2))  # also float16 overflow
         if bad.any():
             raise NonFiniteEmbeddings(
-                f"the encoder gave non-finite (NaN or inf) embeddings for {escape(batch_recs[int(bad.argmax())].path)}"
-                " and nothing was written; the checkpoint is damaged (check its weights)")
+                f"the encoder gave non-finite (NaN or inf) {'frame features' if wants_frames else 'embeddings'} for "
+                f"{escape(batch_recs[int(bad.argmax())].path)} and nothing was written; the checkpoint is damaged "
+                "(check its weights)")
         chunks.append(emb)
+        if feats is not None:
+            frame_chunks.append(feats)
         records.extend(batch_recs)
         batch_recs.clear()
         batch_frames.clear()
+
+    def done_frames() -> np.ndarray | None:
+        if not wants_frames:
+            return None
+        if frame_chunks:
+            return np.concatenate(frame_chunks)
+        return np.zeros((0, num_frames if model.tower is None else 1, dim), FRAMES_DTYPE)
 
     bar = tqdm(total=len(files), unit="video", desc="encoding", disable=not show)
     load = lambda s: _load_one(root, s, num_frames, resolution)  # noqa: E731
@@ -263,24 +307,40 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
         if commit is not None and (piece_count >= config.piece_videos
                                    or time.monotonic() - piece_start >= config.piece_seconds):
             flush()
-            commit(list(records), np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32), list(failed))
+            commit(list(records), _stack(chunks, (0, dim), np.float32), done_frames(), list(failed))
             piece_start, piece_count = time.monotonic(), 0
     flush()
     bar.close()
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return records, emb.astype(np.float32, copy=False), failed
+    return records, _stack(chunks, (0, dim), np.float32), done_frames(), failed
 
 
 def _merge(old: StoredIndex | None, plan: _Plan, new_records: list[VideoRecord], new_emb: np.ndarray,
-           dim: int) -> tuple[list[VideoRecord], np.ndarray]:
-    rows: list[tuple[str, VideoRecord, np.ndarray]] = []
+           new_frames: np.ndarray | None, dim: int) -> tuple[list[VideoRecord], np.ndarray, np.ndarray | None]:
+    """Kept and new videos sorted by path: ``(records, embeddings, frame features or None)``,
+    row i of each for record i."""
+    rows: list[tuple[str, VideoRecord, int, int]] = []  # (path, record, row in old (-1: new), row in new)
     for rec, row in plan.keep:
-        rows.append((rec.path, rec, np.asarray(old.embeddings[row])))
-    for rec, vec in zip(new_records, new_emb):
-        rows.append((rec.path, rec, vec))
+        rows.append((rec.path, rec, row, -1))
+    for i, rec in enumerate(new_records):
+        rows.append((rec.path, rec, -1, i))
     rows.sort(key=lambda r: r[0])
-    emb = np.stack([r[2] for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-    return [r[1] for r in rows], emb
+    emb = np.zeros((len(rows), dim), np.float32)
+    frames = None
+    if new_frames is not None:
+        frames = np.zeros((len(rows), *new_frames.shape[1:]), FRAMES_DTYPE)
+        if plan.keep and old.frame_features is not None and old.frame_features.shape[1:] != new_frames.shape[1:]:
+            raise ValueError(f"the existing index's frame features are {old.frame_features.shape[1:]} per video, the "
+                             f"encoder's {new_frames.shape[1:]}; re-run vop encode with --rebuild")
+    for j, (_, _, old_row, new_row) in enumerate(rows):
+        if old_row >= 0:
+            emb[j] = old.embeddings[old_row]
+            if frames is not None:
+                frames[j] = old.frame_features[old_row]
+        else:
+            emb[j] = new_emb[new_row]
+            if frames is not None:
+                frames[j] = new_frames[new_row]
+    return [r[1] for r in rows], emb, frames
 
 
 def _open_old(out: Path, root: Path, identity: dict, config: EncodeConfig) -> StoredIndex | None:
@@ -309,6 +369,7 @@ def encode_collection(video_dir: str | os.PathLike, out: str | os.PathLike, mode
     num_frames = frame_count(model, config)
     resolution = model.clip.config.image_resolution
     dim = model.clip.config.embed_dim
+    wants_frames = bool(model.text_conditioned)  # per-frame features stored for re-ranking
     distributed = dist is not None and dist.enabled
     rank, world = (dist.rank, dist.world_size) if distributed else (0, 1)
 
@@ -316,7 +377,7 @@ def encode_collection(video_dir: str | os.PathLike, out: str | os.PathLike, mode
     if rank == 0:
         try:
             old = _open_old(out, root, identity, config)
-            plan = _plan(root, old, num_frames)
+            plan = _plan(root, old, num_frames, wants_frames)
         except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
             if not distributed:
                 raise
@@ -335,55 +396,68 @@ def encode_collection(video_dir: str | os.PathLike, out: str | os.PathLike, mode
         todo = plan.encode
     commit = None
     if not distributed and todo:
-        def commit(recs, embs, fails):  # a valid index of what is done so far
-            _finish(out, root, identity, num_frames, resolution, old, plan, recs, embs, fails, dim)
-    records, emb, failed = _encode_files(root, todo, model, num_frames, config, show=config.progress and rank == 0,
-                                         commit=commit)
+        def commit(recs, embs, frames, fails):  # a valid index of what is done so far
+            _finish(out, root, identity, num_frames, resolution, old, plan, recs, embs, frames, fails, dim)
+    records, emb, frames, failed = _encode_files(root, todo, model, num_frames, config,
+                                                 show=config.progress and rank == 0, commit=commit)
 
     if distributed:
         shards = out.with_name(f".{out.name}.shards")
         shards.mkdir(parents=True, exist_ok=True)
-        _write_shard(shards, rank, records, emb, failed)
+        _write_shard(shards, rank, records, emb, frames, failed)
         tdist.barrier()
         if rank != 0:
             tdist.barrier()  # wait for rank 0 to write the index
             return EncodeReport(out, encoded=len(records), failed=failed)
         try:
-            records, parts, failed = [], [], []
+            records, parts, frame_parts, failed = [], [], [], []
             for r in range(world):
-                rec_r, emb_r, failed_r = _read_shard(shards, r, dim)
+                rec_r, emb_r, frames_r, failed_r = _read_shard(shards, r, dim, with_frames=wants_frames)
                 records += rec_r
                 parts.append(emb_r)
+                frame_parts.append(frames_r)
                 failed += failed_r
             emb = np.concatenate(parts)
-            return _finish(out, root, identity, num_frames, resolution, old, plan, records, emb, failed, dim)
+            frames = np.concatenate(frame_parts) if wants_frames else None
+            return _finish(out, root, identity, num_frames, resolution, old, plan, records, emb, frames, failed, dim)
         finally:
             shutil.rmtree(shards, ignore_errors=True)
             tdist.barrier()  # release the other ranks, also when the merge failed
-    return _finish(out, root, identity, num_frames, resolution, old, plan, records, emb, failed, dim)
+    return _finish(out, root, identity, num_frames, resolution, old, plan, records, emb, frames, failed, dim)
 
 
 def _finish(out: Path, root: Path, identity: dict, num_frames: int, resolution: int, old: StoredIndex | None,
-            plan: _Plan, records: list[VideoRecord], emb: np.ndarray, failed: list[dict], dim: int) -> EncodeReport:
-    all_records, all_emb = _merge(old, plan, records, emb, dim)
+            plan: _Plan, records: list[VideoRecord], emb: np.ndarray, frames: np.ndarray | None, failed: list[dict],
+            dim: int) -> EncodeReport:
+    all_records, all_emb, all_frames = _merge(old, plan, records, emb, frames, dim)
     all_failed = sorted(plan.failed + failed, key=lambda f: f["path"])
     write_index(out, root=root, encoder=identity, num_frames=num_frames, resolution=resolution,
-                records=all_records, embeddings=all_emb, failed=all_failed)
+                records=all_records, embeddings=all_emb, failed=all_failed, frame_features=all_frames)
     return EncodeReport(out, total=len(all_records), encoded=len(records), reused=len(plan.keep),
                         removed=plan.removed, failed=all_failed)
 
 
-def _write_shard(folder: Path, rank: int, records: list[VideoRecord], emb: np.ndarray, failed: list[dict]) -> None:
+def _write_shard(folder: Path, rank: int, records: list[VideoRecord], emb: np.ndarray, frames: np.ndarray | None,
+                 failed: list[dict]) -> None:
     np.save(folder / f"rank-{rank}.npy", emb)
+    if frames is not None:
+        np.save(folder / f"rank-{rank}.frames.npy", frames)
     with open(folder / f"rank-{rank}.jsonl", "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r.to_dict()) + "\n")
     (folder / f"rank-{rank}.failed.json").write_text(json.dumps(failed))
 
 
-def _read_shard(folder: Path, rank: int, dim: int) -> tuple[list[VideoRecord], np.ndarray, list[dict]]:
+def _read_shard(folder: Path, rank: int, dim: int, with_frames: bool = False
+                ) -> tuple[list[VideoRecord], np.ndarray, np.ndarray | None, list[dict]]:
     emb = np.load(folder / f"rank-{rank}.npy").reshape(-1, dim)
     with open(folder / f"rank-{rank}.jsonl", encoding="utf-8") as f:
         records = [VideoRecord.from_dict(json.loads(line)) for line in f if line.strip()]
     failed = json.loads((folder / f"rank-{rank}.failed.json").read_text())
-    return records, emb, failed
+    frames = None
+    if with_frames:
+        frames = np.load(folder / f"rank-{rank}.frames.npy", allow_pickle=False)
+        if frames.ndim != 3 or frames.shape[0] != len(records) or frames.shape[2] != dim:
+            raise ValueError(f"shard {rank} holds frame features {frames.shape} for {len(records)} videos of "
+                             f"dimension {dim}; the shards folder {folder} is damaged, run vop encode again")
+    return records, emb, frames, failed

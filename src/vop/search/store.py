@@ -8,6 +8,10 @@ Layout (see ``docs/search.md``)::
                         "num_frames": F, "resolution": R, "dim": D, "count": N,
                         "failed": M, "created": ISO time, "updated": ISO time}
       embeddings.npy   float32 [N, D], L2-normalised; row i is line i of videos.jsonl
+      frames.npy       float16 [N, F', D], per-frame features (``model.frame_features``) of a
+                       text-conditioned encoder (X-Pool), for re-ranking; only such indexes
+                       have it, and index.json then says ``"frame_features": {"frames": F',
+                       "dtype": "float16"}``; row i is line i of videos.jsonl
       videos.jsonl     one VideoRecord per line (id, path, size, mtime_ns, hash, duration,
                        width, height, num_frames), sorted by path
       failed.json      [{"path", "reason"}]: files that could not be decoded (not indexed)
@@ -43,13 +47,16 @@ import numpy as np
 from vop import atomic
 from vop.search.records import VideoRecord
 
-__all__ = ["FORMAT", "VERSION", "INDEX_JSON", "EMBEDDINGS", "VIDEOS", "FAILED", "THUMBS", "IndexFormatError",
-           "StoredIndex", "is_index", "check_target", "foreign_entries", "read_index", "write_index"]
+__all__ = ["FORMAT", "VERSION", "INDEX_JSON", "EMBEDDINGS", "FRAMES", "FRAMES_DTYPE", "VIDEOS", "FAILED", "THUMBS",
+           "IndexFormatError", "StoredIndex", "is_index", "check_target", "foreign_entries", "read_index", "write_index"]
 
 FORMAT = "vop-search-index"
 VERSION = 1
 INDEX_JSON, EMBEDDINGS, VIDEOS, FAILED, THUMBS = "index.json", "embeddings.npy", "videos.jsonl", "failed.json", "thumbs"
-_OWNED = re.compile(r"(index\.json|embeddings\.npy|videos\.jsonl|failed\.json|thumbs|ann-[A-Za-z0-9_.-]+\.faiss"
+FRAMES = "frames.npy"  # per-frame features of a text-conditioned encoder (absent for the others)
+FRAMES_DTYPE = np.float16  # half the bytes of float32; score agreement measured in docs/search.md
+_OWNED = re.compile(r"(index\.json|embeddings\.npy|frames\.npy|videos\.jsonl|failed\.json|thumbs"
+                    r"|ann-[A-Za-z0-9_.-]+\.faiss"
                     r"|\.ann-[A-Za-z0-9_.-]+\.faiss\.tmp-[0-9]+)")
 
 
@@ -66,6 +73,7 @@ class StoredIndex:
     records: list[VideoRecord]
     embeddings: np.ndarray  # float32 [N, D]
     failed: list[dict] = field(default_factory=list)
+    frame_features: np.ndarray | None = None  # float16 [N, F', D] (text-conditioned encoders), else None
 
     @property
     def encoder(self) -> dict:
@@ -118,6 +126,14 @@ def _check_meta(meta: object, file: Path) -> dict:
             and isinstance(encoder.get("backbone"), dict)):
         raise IndexFormatError(f"{file}: 'encoder' lacks its checkpoint, method or backbone; the index is damaged, "
                                "re-run vop encode with --rebuild")
+    if "frame_features" in meta:
+        spec = meta["frame_features"]
+        frames = spec.get("frames") if isinstance(spec, dict) else None
+        if (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1
+                or spec.get("dtype") != np.dtype(FRAMES_DTYPE).name):
+            raise IndexFormatError(f"{file}: 'frame_features' must be {{\"frames\": F >= 1, \"dtype\": "
+                                   f"\"{np.dtype(FRAMES_DTYPE).name}\"}}, got {spec!r:.80}; the index is damaged, "
+                                   "re-run vop encode with --rebuild")
     return meta
 
 
@@ -175,6 +191,37 @@ def _read_embeddings(file: Path, count: int, dim: int, mmap: bool) -> np.ndarray
     return emb
 
 
+def _read_frames(file: Path, meta: dict, mmap: bool) -> np.ndarray | None:
+    """``frames.npy``: exactly when ``index.json`` declares ``frame_features``, a float16
+    ``[count, frames, dim]`` array of finite numbers (no pickles)."""
+    spec = meta.get("frame_features")
+    if spec is None:
+        if file.exists():
+            raise IndexFormatError(f"{file} is present but {file.parent / INDEX_JSON} does not declare "
+                                   "'frame_features'; the index is damaged, re-run vop encode with --rebuild")
+        return None
+    want = (meta["count"], spec["frames"], meta["dim"])
+    try:
+        frames = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise IndexFormatError(f"{file} is missing but {file.parent / INDEX_JSON} declares per-frame features; "
+                                   "the index is damaged, re-run vop encode with --rebuild") from None
+        raise IndexFormatError(f"{file}: not a readable .npy array ({type(exc).__name__}: {exc}); the index is "
+                               "damaged, re-run vop encode with --rebuild") from None
+    if not isinstance(frames, np.ndarray) or frames.dtype != FRAMES_DTYPE or frames.shape != want:
+        raise IndexFormatError(
+            f"{file} holds {getattr(frames, 'dtype', type(frames).__name__)} {getattr(frames, 'shape', '')} but the "
+            f"index declares {np.dtype(FRAMES_DTYPE).name} {want} ({meta['count']} videos x {spec['frames']} frames "
+            f"x dimension {meta['dim']}); the index is damaged, re-run vop encode with --rebuild")
+    step = max(1, (1 << 24) // max(1, frames[0].size if len(frames) else 1))  # ~32 MB of float16 at a time
+    for start in range(0, len(frames), step):
+        if not np.isfinite(frames[start:start + step]).all():
+            raise IndexFormatError(f"{file} holds non-finite values (NaN or inf); re-run vop encode with --rebuild "
+                                   "and a sound checkpoint")
+    return frames
+
+
 def _read_failed(file: Path) -> list[dict]:
     if not file.is_file():
         return []
@@ -198,7 +245,9 @@ def _meta_if_index(path: Path) -> dict | None:
 
 def _complete(path: Path) -> bool:
     """A leftover folder that holds a whole index (its index.json is written last)."""
-    return _meta_if_index(path) is not None and (path / VIDEOS).is_file() and (path / EMBEDDINGS).is_file()
+    meta = _meta_if_index(path)
+    return (meta is not None and (path / VIDEOS).is_file() and (path / EMBEDDINGS).is_file()
+            and ("frame_features" not in meta or (path / FRAMES).is_file()))
 
 
 def _recover(path: Path) -> None:
@@ -224,7 +273,8 @@ def foreign_entries(path: str | os.PathLike) -> list[str]:
 
 
 def read_index(path: str | os.PathLike, mmap: bool = False) -> StoredIndex:
-    """Read and validate ``INDEX_DIR``; ``mmap`` maps the embeddings instead of reading them."""
+    """Read and validate ``INDEX_DIR``; ``mmap`` maps the embeddings (and the per-frame
+    features, if any) instead of reading them."""
     path = Path(path)
     meta_file = path / INDEX_JSON
     if not meta_file.exists():
@@ -237,7 +287,8 @@ def read_index(path: str | os.PathLike, mmap: bool = False) -> StoredIndex:
         raise IndexFormatError(f"{path / VIDEOS} lists {len(records)} videos but {meta_file} says {meta['count']}; "
                                "the index is damaged, re-run vop encode with --rebuild")
     embeddings = _read_embeddings(path / EMBEDDINGS, len(records), meta["dim"], mmap)
-    return StoredIndex(path, meta, records, embeddings, _read_failed(path / FAILED))
+    frames = _read_frames(path / FRAMES, meta, mmap)
+    return StoredIndex(path, meta, records, embeddings, _read_failed(path / FAILED), frames)
 
 
 def check_target(path: Path) -> dict | None:
@@ -263,8 +314,11 @@ def check_target(path: Path) -> dict | None:
 
 def write_index(path: str | os.PathLike, *, root: str | os.PathLike, encoder: dict, num_frames: int,
                 resolution: int, records: list[VideoRecord], embeddings: np.ndarray,
-                failed: list[dict]) -> StoredIndex:
-    """Write a complete index to ``path`` (crash-safe folder swap), keeping its thumbnails."""
+                failed: list[dict], frame_features: np.ndarray | None = None) -> StoredIndex:
+    """Write a complete index to ``path`` (crash-safe folder swap), keeping its thumbnails.
+
+    ``frame_features`` ``[N, F', D]`` (a text-conditioned encoder's ``model.frame_features``,
+    row i for record i) are stored as float16 in ``frames.npy``; None writes no such file."""
     path = Path(path)
     _recover(path)
     previous = check_target(path)
@@ -273,6 +327,16 @@ def write_index(path: str | os.PathLike, *, root: str | os.PathLike, encoder: di
         raise ValueError(f"{len(records)} records but embeddings of shape {embeddings.shape}")
     if not np.isfinite(embeddings).all():
         raise ValueError("refusing to write an index with non-finite (NaN or inf) embeddings")
+    if frame_features is not None:
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused below with the reason
+            frame_features = np.ascontiguousarray(frame_features, dtype=FRAMES_DTYPE)
+        if frame_features.ndim != 3 or frame_features.shape[0] != len(records) \
+                or frame_features.shape[2] != embeddings.shape[1] or frame_features.shape[1] < 1:
+            raise ValueError(f"{len(records)} records with embeddings {embeddings.shape} but frame features of shape "
+                             f"{frame_features.shape}; expected ({len(records)}, F >= 1, {embeddings.shape[1]})")
+        if not np.isfinite(frame_features).all():
+            raise ValueError(f"refusing to write non-finite (NaN or inf) frame features (float16 holds magnitudes "
+                             f"up to {float(np.finfo(FRAMES_DTYPE).max):.0f}; a damaged checkpoint?)")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     created = previous.get("created", now) if previous else now
     meta = {
@@ -289,11 +353,15 @@ def write_index(path: str | os.PathLike, *, root: str | os.PathLike, encoder: di
         "created": created,
         "updated": now,
     }
+    if frame_features is not None:
+        meta["frame_features"] = {"frames": int(frame_features.shape[1]), "dtype": np.dtype(FRAMES_DTYPE).name}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temp_sibling(path)
     tmp.mkdir()
     try:
         np.save(tmp / EMBEDDINGS, embeddings)
+        if frame_features is not None:
+            np.save(tmp / FRAMES, frame_features)
         with open(tmp / VIDEOS, "w", encoding="utf-8") as f:  # ensure_ascii: names with undecodable bytes survive
             for r in records:
                 f.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
@@ -306,7 +374,7 @@ def write_index(path: str | os.PathLike, *, root: str | os.PathLike, encoder: di
 
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return StoredIndex(path, meta, list(records), embeddings, list(failed))
+    return StoredIndex(path, meta, list(records), embeddings, list(failed), frame_features)
 
 
 def _carry_thumbs(new: Path, previous: Path) -> None:
