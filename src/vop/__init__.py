@@ -3,6 +3,7 @@
 >>> import vop
 >>> model = vop.create("vop-fc", "tiny")             # a method on a backbone
 >>> model = vop.load("runs/synthetic/vop-fc/checkpoints/best")  # doctest: +SKIP
+>>> scores = model.encode_texts(["a dog"]) @ model.encode_videos(["a.mp4"]).T  # doctest: +SKIP
 
 Importing the package has no side effects: no files are read and no models are built
 until a function asks for them, and the submodules behind these names are imported on
@@ -31,12 +32,15 @@ def create(method: str, backbone, **options):
     return _create(method, backbone, **options)
 
 
-def load(checkpoint, *, backbone=None):
-    """A trained method from a checkpoint folder written by ``vop train``; see
-    :func:`vop.checkpoint.load_model`."""
-    from vop.checkpoint import load_model
+def load(path_or_id, *, backbone=None, device=None, precision=None, **kwargs):
+    """A model ready for inference (:class:`vop.inference.Retriever`: ``encode_videos``,
+    ``encode_texts``, and the model's own attributes) from a checkpoint folder written by
+    ``vop train``, an ``(architecture, tag)`` pair such as ``("ViT-B-32", "openai")``, or a
+    backbone source (the zero-shot model); see :func:`vop.inference.load` and
+    docs/inference.md."""
+    from vop.inference import load as _load
 
-    return load_model(checkpoint, backbone=backbone)
+    return _load(path_or_id, backbone=backbone, device=device, precision=precision, **kwargs)
 
 
 def import_modelscope(path, **kwargs):
