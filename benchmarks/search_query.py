@@ -1,6 +1,6 @@
 """Wall time of one ``vop search INDEX "query"`` (a fresh process per query, as from a shell).
 
-    python benchmarks/search_query.py [--dir /tmp/vop-search-query] [--repeats 3]
+    python benchmarks/search_query.py [--dir /tmp/vop-search-query] [--repeats 3] [--before SRC]
 
 Prepares (once, in ``--dir``) a collection of 6 generated clips and, for two backbones, a
 ``vop-fc`` checkpoint with random prompts and its index:
@@ -9,10 +9,14 @@ Prepares (once, in ``--dir``) a collection of 6 generated clips and, for two bac
 * ``vitb32``: a ViT-B/32-sized CLIP with random weights, saved to a safetensors file (the
   size and layout of OpenAI's ViT-B/32; 151 M parameters, 605 MB).
 
-Then runs ``python -m vop.cli search INDEX "a dog catches a frisbee" --json`` ``--repeats``
-times per index and prints each wall time and the median, plus the time of
-``python -c "import vop.cli"`` (the interpreter and import floor). The results of every run
-are compared with the first: they must be identical.
+Then runs ``python -m vop.cli search INDEX "a dog catches a frisbee" --json`` per index:
+once with an empty text-tower cache (``VOP_TEXT_CACHE``: the first query ever loads the
+whole backbone and keeps its text tower), then ``--repeats`` times with it, and prints the
+wall and CPU times (user + system of the child, steadier than wall time on a shared
+machine) and medians, plus the time of ``python -c "import torch"`` (the floor of any
+query). With ``--before SRC`` (the ``src`` folder of an earlier vop) the same query is also
+timed with that code, alternating with the current code so both see the same machine load.
+The results of every run are compared with the first: they must be identical.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,29 +86,66 @@ def prepare(folder: Path) -> dict[str, Path]:
     return indexes
 
 
-def _time(cmd: list[str]) -> tuple[float, str]:
+def _time(cmd: list[str], src: str | None = None, text_cache: Path | None = None) -> tuple[float, str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    t = time.perf_counter()
+    if src is not None:
+        env["PYTHONPATH"] = src
+    if text_cache is not None:
+        env["VOP_TEXT_CACHE"] = str(text_cache)
+    t, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return time.perf_counter() - t, out
+    wall, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return Timing(wall, cpu), out
+
+
+class Timing(tuple):
+    """(wall seconds, CPU seconds of the child: user + system)."""
+
+    def __new__(cls, wall: float, cpu: float):
+        return super().__new__(cls, (wall, cpu))
+
+
+def _fmt(times: list) -> str:
+    if not times:
+        return "-"
+    wall, cpu = [t[0] for t in times], [t[1] for t in times]
+    return (f"wall median {statistics.median(wall):.2f} s ({', '.join(f'{t:.2f}' for t in wall)}), "
+            f"CPU median {statistics.median(cpu):.2f} s")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", default="/tmp/vop-search-query")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--before", default=None, help="the src folder of an earlier vop, timed alternately")
     args = p.parse_args()
     indexes = prepare(Path(args.dir))
-    floor = [_time([sys.executable, "-c", "import vop.cli"])[0] for _ in range(args.repeats)]
-    print(f"import vop.cli: median {statistics.median(floor):.2f} s ({', '.join(f'{t:.2f}' for t in floor)})")
+    floor = [_time([sys.executable, "-c", "import torch"])[0] for _ in range(args.repeats)]
+    print(f"python -c 'import torch': {_fmt(floor)}")
     for name, index in indexes.items():
-        runs = [_time([sys.executable, "-m", "vop.cli", "search", str(index), QUERY, "--json"])
-                for _ in range(args.repeats)]
-        first = json.loads(runs[0][1])
-        assert all(json.loads(out) == first for _, out in runs), "results differ between runs"
-        times = [t for t, _ in runs]
-        print(f"vop search, {name}: median {statistics.median(times):.2f} s "
-              f"({', '.join(f'{t:.2f}' for t in times)}); top hit {first[0]['path']} {first[0]['score']:+.6f}")
+        cmd = [sys.executable, "-m", "vop.cli", "search", str(index), QUERY, "--json"]
+        towers = Path(tempfile.mkdtemp(prefix="vop-text-towers-"))
+        try:
+            cold, first = _time(cmd, text_cache=towers)
+            before, after, outputs = [], [], [first]
+            for _ in range(args.repeats):
+                if args.before:
+                    t, out = _time(cmd, src=args.before)
+                    before.append(t)
+                    outputs.append(out)
+                t, out = _time(cmd, text_cache=towers)
+                after.append(t)
+                outputs.append(out)
+        finally:
+            shutil.rmtree(towers, ignore_errors=True)
+        results = [json.loads(o) for o in outputs]
+        assert all(r == results[0] for r in results), "results differ between runs"
+        if before:
+            print(f"vop search, {name}, before: {_fmt(before)}")
+        print(f"vop search, {name}, first query (whole backbone, keeps the text tower): {_fmt([cold])}")
+        print(f"vop search, {name}, text tower: {_fmt(after)}; top hit {results[0][0]['path']} "
+              f"{results[0][0]['score']:+.6f}, results identical in all {len(results)} runs")
 
 
 if __name__ == "__main__":
