@@ -189,4 +189,8 @@ def test_bf16_weights_agree_with_fp32_and_the_model_stays_reachable(workdir):
     # The wrapper passes the model's attributes through; repr says what it is.
     assert fp32.config is fp32.model.config and callable(fp32.encode_text)
     assert "vop-fc" in repr(fp32) and "weights fp32" in repr(fp32)
+    # to() moves and casts the model and keeps the retriever's own settings in step.
+    assert fp32.to(precision="bf16") is fp32 and fp32.precision == "bf16"
+    assert next(fp32.model.parameters()).dtype == torch.bfloat16
+    assert torch.equal(fp32.encode_videos(files), b)
     assert isinstance(np.asarray(fp32.encode_texts([])), np.ndarray) and fp32.encode_texts([]).shape == (0, DIM)

@@ -122,10 +122,19 @@ class Retriever:
 
     def __init__(self, model: VideoTextModel, *, device: str | torch.device | None = None,
                  precision: str | None = None):
-        self.device = resolve_device(device or "auto")
-        self.precision = check_weight_dtype(precision or "fp32")
-        self.dtype = WEIGHT_DTYPES[self.precision]
-        self.model = model.eval().to(device=self.device, dtype=self.dtype)
+        self.model = model
+        self.to(device or "auto", precision or "fp32")
+
+    def to(self, device: str | torch.device | None = None, precision: str | None = None) -> "Retriever":
+        """Move the model to ``device`` and/or cast its weights to ``precision`` (in place;
+        the model given to :class:`Retriever` is the one moved). Returns ``self``."""
+        if device is not None:
+            self.device = resolve_device(device)
+        if precision is not None:
+            self.precision = check_weight_dtype(precision)
+            self.dtype = WEIGHT_DTYPES[self.precision]
+        self.model = self.model.eval().to(device=self.device, dtype=self.dtype)
+        return self
 
     def __getattr__(self, name: str) -> Any:
         if name == "model":  # not set yet (during __init__ or unpickling)
