@@ -15,9 +15,8 @@ Text queries need only the text tower. With a ``text_dir``, :class:`BackboneCach
 copy of each backbone's text tensors there (``<fingerprint>-<architecture hash>.safetensors``,
 written after a full load has computed the fingerprint from the real weights), and
 ``load_method(..., text_only=True)`` builds the model around those tensors alone: no image
-tower is read or initialised (``vop search`` on a
-ViT-B/32 index: docs/search.md). Such a model answers ``encode_text`` bitwise as the full
-one does and refuses ``encode_video``.
+tower is read or initialised (``vop search`` on a ViT-B/32 index: docs/search.md). Such a
+model answers ``encode_text`` bitwise as the full one does and refuses ``encode_video``.
 """
 
 from __future__ import annotations
