@@ -17,6 +17,8 @@ from test_search_support import encode, make_collection, save_prompts
 from vop.search.method import BackboneCache, is_text_only, load_method
 from vop.search.service import SearchService
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*a bare state dict does not say its activation")
+
 QUERIES = ["a red square moves right", "a blue circle", "something else entirely"]
 
 
