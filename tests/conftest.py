@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -16,6 +18,18 @@ def pytest_configure(config):
     # Tests build random tiny towers on purpose; the warning that guards users against
     # random weights by accident would only add noise here (tests of it use pytest.warns).
     config.addinivalue_line("filterwarnings", r"ignore:vop\.backbone\.load\(.*built random weights:UserWarning")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _text_tower_cache(tmp_path_factory):
+    # vop search / serve keep text towers in the user's cache; tests keep theirs apart.
+    old = os.environ.get("VOP_TEXT_CACHE")
+    os.environ["VOP_TEXT_CACHE"] = str(tmp_path_factory.mktemp("text-towers"))
+    yield
+    if old is None:
+        os.environ.pop("VOP_TEXT_CACHE", None)
+    else:
+        os.environ["VOP_TEXT_CACHE"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -111,3 +111,15 @@ def test_a_backbone_repository_is_not_taken_for_a_checkpoint(tmp_path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="not a vop prompt checkpoint"):
         resolve_checkpoint("openai/clip-like")
+
+
+def test_vop_load_takes_a_hub_id_of_a_checkpoint(checkpoint, tmp_path, monkeypatch):
+    path, model = checkpoint
+    cache = tmp_path / "hf"
+    _hf_cache(cache, "me/vop-tiny", {n: (path / n).read_bytes() for n in ("meta.json", "weights.safetensors")})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    retriever = vop.load("hf-hub:me/vop-tiny", device="cpu")
+    with torch.no_grad():
+        want = model.encode_text(model.tokenize(["a red circle"]))
+    assert torch.allclose(retriever.encode_texts(["a red circle"]), want, atol=1e-6)

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("checkpoint", ("vop.checkpoint", "vop.hub")),
     ("data", ("vop.data",)),
     ("eval", ("vop.eval",)),
+    ("inference", ("vop.inference",)),
     ("train", ("vop.train",)),
     ("search", ("vop.search",)),
     ("app", ("vop.demo", "vop.cli", "vop")),

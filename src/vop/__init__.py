@@ -3,6 +3,7 @@
 >>> import vop
 >>> model = vop.create("vop-fc", "tiny")             # a method on a backbone
 >>> model = vop.load("runs/synthetic/vop-fc/checkpoints/best")  # doctest: +SKIP
+>>> scores = model.encode_texts(["a dog"]) @ model.encode_videos(["a.mp4"]).T  # doctest: +SKIP
 
 Importing the package has no side effects: no files are read and no models are built
 until a function asks for them, and the submodules behind these names are imported on
@@ -31,13 +32,34 @@ def create(method: str, backbone, **options):
     return _create(method, backbone, **options)
 
 
-def load(checkpoint, *, backbone=None, format=None, **options):
-    """A trained method from a checkpoint folder written by ``vop train``, or a peer's
-    released checkpoint with ``format="clip4clip" | "xpool" | "dgl"`` (options ``variant=``,
-    ``head=``, ``dtype=``, method options); see :func:`vop.checkpoint.load_model`."""
-    from vop.checkpoint import load_model
+def load(source, *, backbone=None, device=None, precision=None, format=None, **kwargs):
+    """A model ready for inference (:class:`vop.inference.Retriever`: ``encode_videos``,
+    ``encode_texts``, and the model's own attributes) from:
 
-    return load_model(checkpoint, backbone=backbone, format=format, **options)
+    - a checkpoint folder written by ``vop train``, or a hub id of one
+      (``hf-hub:ORG/NAME``, published with ``vop push``);
+    - a peer's released checkpoint with ``format="clip4clip" | "xpool" | "dgl"`` (options
+      ``variant=``, ``head=``, method options; docs/peers.md);
+    - an ``(architecture, tag)`` pair such as ``("ViT-B-32", "openai")`` or any backbone
+      source (the zero-shot model).
+
+    See :func:`vop.inference.load` and docs/inference.md."""
+    from vop.inference import load as _load
+
+    if format is not None:
+        from vop.checkpoint import load_model
+
+        model = load_model(source, backbone=backbone, format=format, **kwargs)
+        return _load(model, device=device, precision=precision)
+    if isinstance(source, str):
+        from vop.hub import hub_id, resolve_checkpoint
+
+        if hub_id(source) is not None:
+            try:
+                source = resolve_checkpoint(source)  # a vop prompt checkpoint on the hub
+            except ValueError:
+                pass  # a CLIP repository: the zero-shot model on that backbone
+    return _load(source, backbone=backbone, device=device, precision=precision, **kwargs)
 
 
 def import_modelscope(path, **kwargs):

@@ -316,6 +316,26 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default=None, help="backbone source, if the recorded one has moved")
     p.add_argument("--ann", default="flat", choices=("flat", "hnsw", "ivf"),
                    help="exact search (flat) or an approximate index for large collections")
+    _text_cache_arg(p)
+
+
+def _text_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-text-cache", action="store_true",
+                   help="load the whole backbone for queries instead of the text tower kept in $VOP_TEXT_CACHE "
+                        "(default ~/.cache/vop/text-towers; docs/search.md)")
+
+
+def _backbone_cache(args: argparse.Namespace):
+    """The backbone cache of vop search / serve: text towers kept on disk unless --no-text-cache."""
+    import os
+    from pathlib import Path
+
+    from vop.backbone.download import cache_dir
+    from vop.search.method import BackboneCache
+
+    folder = Path(os.environ["VOP_TEXT_CACHE"]).expanduser() if os.environ.get("VOP_TEXT_CACHE") else \
+        cache_dir() / "text-towers"
+    return BackboneCache(text_dir=None if args.no_text_cache else folder)
 
 
 @command("search", "query a search index with a sentence")(_search_args)
@@ -326,8 +346,8 @@ def _search(args: argparse.Namespace) -> int:
     from vop.search.ann import AnnConfig
     from vop.search.service import SearchService
 
-    service = SearchService(ann_config=AnnConfig(kind=args.ann))
-    loaded = service.add_index(args.index, checkpoint=args.checkpoint, backbone=args.backbone)
+    service = SearchService(cache=_backbone_cache(args), ann_config=AnnConfig(kind=args.ann))
+    loaded = service.add_index(args.index, checkpoint=args.checkpoint, backbone=args.backbone, warm_up=False)
     hits = service.search(args.query, args.k)
     root = loaded.stored.root
     # Names come from the file system: escaped (control characters, bytes that are not UTF-8).
@@ -352,6 +372,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ann", default="flat", choices=("flat", "hnsw", "ivf"), help="exact or approximate search")
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="also accept this Host header (a name the server is reached by beyond loopback)")
+    _text_cache_arg(p)
 
 
 @command("serve", "serve search indexes over HTTP: a JSON API and a web page")(_serve_args)
@@ -364,7 +385,6 @@ def _serve(args: argparse.Namespace) -> int:
     from vop.display import escape
     from vop.search.ann import AnnConfig
     from vop.search.app import LOOPBACK_HOSTS, create_app
-    from vop.search.method import BackboneCache
     from vop.search.service import SearchService
 
     if not args.indexes and not args.demo:
@@ -382,7 +402,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise OSError(exc.errno, f"port {args.port} on {args.host} is busy (another server is using it); "
                                      "stop it or pass another --port") from None
         raise OSError(exc.errno, f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    cache = BackboneCache()
+    cache = _backbone_cache(args)
     service = SearchService(cache=cache, ann_config=AnnConfig(kind=args.ann))
     if args.demo:
         from pathlib import Path

@@ -69,8 +69,9 @@ class AnnConfig:
 def _faiss():
     try:
         import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is in the search extra
-        raise ImportError("vop search needs FAISS: pip install 'vop[search]' (faiss-cpu)") from exc
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
+        raise ImportError("vop search needs FAISS (faiss-cpu, a dependency of vop): reinstall vop "
+                          "(pip install -e .) or pip install faiss-cpu") from exc
     return faiss
 
 

@@ -125,7 +125,9 @@ class SearchService:
     """Holds indexes and answers text queries against them.
 
     Backbones are cached by source and fingerprint (:class:`BackboneCache`); models by
-    encoder identity, so N indexes of one checkpoint cost one model."""
+    encoder identity, so N indexes of one checkpoint cost one model. Queries are text, so
+    with a cache that keeps text towers (``BackboneCache(text_dir=...)``, as ``vop search``
+    and ``vop serve`` use) an index's encoder is loaded without its image tower."""
 
     def __init__(self, cache: BackboneCache | None = None, ann_config: ann.AnnConfig = ann.AnnConfig(),
                  max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS, device: str = "cpu"):
@@ -140,9 +142,10 @@ class SearchService:
 
     # -- loading ----------------------------------------------------------------------------
     def add_index(self, path: str | os.PathLike, *, name: str | None = None, checkpoint: str | None = None,
-                  backbone: str | None = None) -> LoadedIndex:
+                  backbone: str | None = None, warm_up: bool = True) -> LoadedIndex:
         """Load the index at ``path``; ``checkpoint``/``backbone`` default to those it records
-        (another checkpoint must be the same encoder, else :class:`IndexMismatch`)."""
+        (another checkpoint must be the same encoder, else :class:`IndexMismatch`).
+        ``warm_up`` embeds a first query now, so that a server's first request is not slower."""
         stored = read_index(path)
         recorded = stored.encoder
         checkpoint = checkpoint or recorded["checkpoint"]
@@ -156,18 +159,22 @@ class SearchService:
         faiss_index = ann.load_or_build(stored.embeddings, self.ann_config, stored.path, stored.generation)
         ann.set_threads(self.ann_config.search_threads)
         loaded = LoadedIndex(name, stored, model, ident, faiss_index, ThumbnailCache(stored.path / THUMBS))
-        self.embed_query(loaded, "warm up")  # loads the tokenizer now, not in the first request
+        if warm_up:
+            self.embed_query(loaded, "warm up")  # loads the tokenizer now, not in the first request
         self.indexes[name] = loaded
         return loaded
 
     def _model(self, checkpoint: str, backbone: str, recorded: dict):
         with self._lock:
-            # The recorded encoder, asked for again: reuse its model without reloading.
-            if checkpoint == recorded["checkpoint"] and backbone == recorded["backbone"]["source"]:
+            # The recorded encoder, asked for again: reuse its model without reloading, and
+            # (queries being text) load only its text side when the cache keeps it.
+            recorded_encoder = checkpoint == recorded["checkpoint"] and backbone == recorded["backbone"]["source"]
+            if recorded_encoder:
                 hit = self._models.get(_encoder_key(recorded))
                 if hit is not None:
                     return hit
-            model, ident = load_method(checkpoint, backbone, cache=self.cache)
+            model, ident = load_method(checkpoint, backbone, cache=self.cache, text_only=recorded_encoder,
+                                       expect=recorded["backbone"])
             key = _encoder_key(ident)
             if key not in self._models:
                 self._models[key] = (model.to(self.device), ident)
