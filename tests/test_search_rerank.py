@@ -423,3 +423,17 @@ def test_the_precision_benchmark_runs_and_reports_agreement():
     diff = re.search(r"\|score fp16 - fp32\|: max ([0-9.e+-]+), mean ([0-9.e+-]+)", done.stdout)
     overlap = re.search(r"mean top-10 overlap: ([0-9.]+)", done.stdout)
     assert diff and overlap and 0 < float(diff[1]) < 1e-2 and float(overlap[1]) == 1.0  # 8 videos: all in the top 10
+
+
+def test_vop_search_and_the_service_rerank_an_xpool_index(brute, xpool, capsys):
+    """Through the CLI (and so the service): the ranking of the text-conditioned scores, not
+    of the mean-pooled first stage."""
+    from vop.cli import main
+
+    model, stored, want = brute
+    _, index, ckpt, _ = xpool
+    for q, query in enumerate(QUERIES[:3]):
+        assert main(["search", str(index), query, "-k", str(VIDEOS), "--recall-k", str(VIDEOS), "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        paths = [stored.records[r].path for r in np.argsort(-want[q], kind="stable")]
+        assert [h["path"] for h in hits] == paths

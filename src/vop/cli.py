@@ -317,6 +317,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ann", default="flat", choices=("flat", "hnsw", "ivf"),
                    help="exact search (flat) or an approximate index for large collections")
     _text_cache_arg(p)
+    p.add_argument("--recall-k", type=int, default=None,
+                   help="text-conditioned methods (xpool): candidates recalled by dot product before re-ranking "
+                        "with the method's own scores (default: max(k, 100))")
 
 
 def _text_cache_arg(p: argparse.ArgumentParser) -> None:
@@ -346,7 +349,7 @@ def _search(args: argparse.Namespace) -> int:
     from vop.search.ann import AnnConfig
     from vop.search.service import SearchService
 
-    service = SearchService(cache=_backbone_cache(args), ann_config=AnnConfig(kind=args.ann))
+    service = SearchService(cache=_backbone_cache(args), ann_config=AnnConfig(kind=args.ann), recall_k=args.recall_k)
     loaded = service.add_index(args.index, checkpoint=args.checkpoint, backbone=args.backbone, warm_up=False)
     hits = service.search(args.query, args.k)
     root = loaded.stored.root
@@ -370,6 +373,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="write and index a small synthetic collection (tiny CLIP + `vop demo` prompts) and serve it")
     p.add_argument("--demo-dir", default=None, help="demo folder (default: $VOP_DEMO_DIR or ~/.cache/vop/demo)")
     p.add_argument("--ann", default="flat", choices=("flat", "hnsw", "ivf"), help="exact or approximate search")
+    p.add_argument("--recall-k", type=int, default=None,
+                   help="text-conditioned methods (xpool): candidates re-ranked per query (default: max(k, 100))")
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="also accept this Host header (a name the server is reached by beyond loopback)")
     _text_cache_arg(p)
@@ -403,7 +408,7 @@ def _serve(args: argparse.Namespace) -> int:
                                      "stop it or pass another --port") from None
         raise OSError(exc.errno, f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     cache = _backbone_cache(args)
-    service = SearchService(cache=cache, ann_config=AnnConfig(kind=args.ann))
+    service = SearchService(cache=cache, ann_config=AnnConfig(kind=args.ann), recall_k=args.recall_k)
     if args.demo:
         from pathlib import Path
 

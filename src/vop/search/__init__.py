@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["AnnConfig", "BackboneCache", "EncodeConfig", "IndexMismatch", "SearchService", "ZERO_SHOT",
-           "create_app", "encode_collection", "load_method", "read_index"]
+           "create_app", "encode_collection", "load_method", "read_index", "two_stage_search"]
 
 _WHERE = {
     "AnnConfig": "vop.search.ann",
@@ -32,6 +32,7 @@ _WHERE = {
     "read_index": "vop.search.store",
     "SearchService": "vop.search.service",
     "create_app": "vop.search.app",
+    "two_stage_search": "vop.search.rerank",
 }
 
 

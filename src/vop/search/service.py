@@ -130,8 +130,14 @@ class SearchService:
     and ``vop serve`` use) an index's encoder is loaded without its image tower."""
 
     def __init__(self, cache: BackboneCache | None = None, ann_config: ann.AnnConfig = ann.AnnConfig(),
-                 max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS, device: str = "cpu"):
+                 max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS, device: str = "cpu",
+                 recall_k: int | None = None):
         self.cache = cache or BackboneCache()
+        # Text-conditioned methods (X-Pool): candidates recalled by dot product, then
+        # re-ranked with the method's own scores (None: max(k, 100) candidates).
+        if recall_k is not None and recall_k < 1:
+            raise ValueError(f"recall_k must be >= 1, got {recall_k}")
+        self.recall_k = recall_k
         self.ann_config = ann_config
         self.max_k, self.max_query_chars = max_k, max_query_chars
         self.device = device
@@ -228,7 +234,14 @@ class SearchService:
         """The ``k`` best videos of ``index`` (default: the first loaded) for ``query``."""
         query, k = self.check_query(query, k)
         loaded = self.get(index)
-        scores, rows = ann.search(loaded.faiss, self.embed_query(loaded, query), k)
+        if getattr(loaded.model, "text_conditioned", False):
+            from vop.search.rerank import two_stage_search
+
+            recall = None if self.recall_k is None else max(k, self.recall_k)
+            scores, rows = two_stage_search(loaded.model, loaded.stored, [query], k, recall_k=recall,
+                                            index=loaded.faiss)
+        else:
+            scores, rows = ann.search(loaded.faiss, self.embed_query(loaded, query), k)
         records = loaded.stored.records
         hits = [(float(s), int(r)) for s, r in zip(scores[0], rows[0]) if r >= 0]  # ANN may return -1
         return [Hit(i + 1, s, loaded.name, records[r]) for i, (s, r) in enumerate(hits)]
