@@ -4,14 +4,11 @@ a damaged index.json is one clear error."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 
-import numpy as np
 import pytest
 
 import vop.data.cache as cache_module
+from helpers_faults import fail_at_step, kill_before_step, patch_steps
 from helpers_video import index_frames, write_corrupt_file, write_video
 from vop import atomic
 from vop.data.cache import CacheFormatError, FrameCache, build_frame_cache
@@ -35,15 +32,9 @@ def expected(clips, tmp_path_factory):
 
 
 def _patch(monkeypatch, on_step, out: str):
-    for mod, name in _STEPS:
-        real = getattr(os, name)
-
-        def hooked(*args, _real=real, _name=name, **kwargs):
-            if _name != "open" or str(args[0]).startswith(out):  # os.open: only this cache's files
-                on_step(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(os, name, hooked)
+    # os.open counts only for this cache's files
+    patch_steps(monkeypatch, on_step, steps=_STEPS,
+                only=lambda name, args: name != "os.open" or str(args[0]).startswith(out))
 
 
 def _count(clips, tmp_path, monkeypatch) -> int:
@@ -53,7 +44,7 @@ def _count(clips, tmp_path, monkeypatch) -> int:
         m.setattr(cache_module, "_PROGRESS_EVERY", 2)
         _patch(m, seen.append, str(out))
         build_frame_cache(clips, out, num_frames=F, size=S, progress=False)
-    assert {"fsync", "replace", "unlink"} <= set(seen)
+    assert {"os.fsync", "os.replace", "os.unlink"} <= set(seen)
     return len(seen)
 
 
@@ -79,23 +70,14 @@ def test_a_kill_at_every_step_of_a_cache_build_leaves_the_cache_or_a_resumable_b
     states = set()
     for k in range(steps + 1):
         out = tmp_path / f"kill{k}"
-        pid = os.fork()
-        if pid == 0:
-            try:
-                calls = [0]
 
-                def step(name):
-                    if calls[0] == k:
-                        os._exit(9)
-                    calls[0] += 1
+        def prepare(mp, out=out):
+            mp.setattr(cache_module, "_PROGRESS_EVERY", 2)
 
-                monkeypatch.setattr(cache_module, "_PROGRESS_EVERY", 2)
-                _patch(monkeypatch, step, str(out))
-                build_frame_cache(clips, out, num_frames=F, size=S, progress=False)
-            finally:
-                os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        assert os.WEXITSTATUS(status) == (9 if k < steps else 0)
+        status = kill_before_step(k, lambda: build_frame_cache(clips, out, num_frames=F, size=S, progress=False),
+                                  prepare=prepare, steps=_STEPS,
+                                  only=lambda name, args, out=str(out): name != "os.open" or str(args[0]).startswith(out))
+        assert status == (9 if k < steps else 0)
         states.add(_check(out, clips, expected))
     assert states == {"new", "unfinished"}
 
@@ -105,16 +87,9 @@ def test_a_failure_at_every_step_of_a_cache_build_leaves_the_cache_or_a_resumabl
     steps = _count(clips, tmp_path, monkeypatch)
     for k in range(steps):
         out = tmp_path / f"fail{k}"
-        calls = [0]
-
-        def step(name):
-            calls[0] += 1
-            if calls[0] == k + 1:
-                raise OSError(28, f"injected failure at os.{name}")
-
         with monkeypatch.context() as m:
             m.setattr(cache_module, "_PROGRESS_EVERY", 2)
-            _patch(m, step, str(out))
+            _patch(m, fail_at_step(k, 28), str(out))
             try:
                 build_frame_cache(clips, out, num_frames=F, size=S, progress=False)
             except OSError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
+
 import stat
 
 import pytest
@@ -16,7 +16,7 @@ import torch
 
 import vop
 import vop.backbone as backbone
-import vop.checkpoint as ckpt
+from helpers_faults import STEPS, fail_at_step, kill_before_step, no_exchange, patch_steps, record_steps
 from vop import atomic
 from vop.checkpoint import (CheckpointFormatError, copy_checkpoint, load_checkpoint, load_state, read_meta, read_weights,
                             recover_checkpoint, save_checkpoint, validate_trainable)
@@ -58,21 +58,9 @@ def _which(path, models) -> str:
     return "old" if step == 1 else "new"
 
 
-# Every call that changes the file system (or makes it durable) during a save is a step.
-_STEPS = [("os", "fsync"), ("os", "rename"), ("os", "replace"), ("os", "mkdir"), ("os", "open"), ("os", "write"),
-          ("shutil", "rmtree"), ("shutil", "copy2"), ("atomic", "_exchange")]
-
-
-def _patch_steps(monkeypatch, on_step):
-    modules = {"os": os, "shutil": shutil, "atomic": atomic}
-    for mod, name in _STEPS:
-        real = getattr(modules[mod], name)
-
-        def hooked(*args, _real=real, _name=f"{mod}.{name}", **kwargs):
-            on_step(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(modules[mod], name, hooked)
+# Every call that changes the file system (or makes it durable) during a save is a step
+# (all of helpers_faults.STEPS but os.unlink).
+_STEPS = [step for step in STEPS if step != ("os", "unlink")]
 
 
 @pytest.fixture(params=["save", "copy"])
@@ -88,13 +76,10 @@ def write_new(request, tmp_path_factory, models):
 def _count_steps(tmp_path, monkeypatch, models, exchange: bool, write_new) -> list[str]:
     path = tmp_path / "count" / "last"
     _save(path, models[0], 1)
-    seen: list[str] = []
     with monkeypatch.context() as m:
         if not exchange:
-            m.setattr(atomic, "_exchange", lambda a, b: False)
-        _patch_steps(m, seen.append)
-        write_new(path)
-    return seen
+            no_exchange(m)
+        return record_steps(m, lambda: write_new(path), steps=_STEPS)
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
@@ -106,24 +91,9 @@ def test_a_kill_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new_on
     for k in range(len(steps) + 1):
         path = tmp_path / f"kill{k}" / "checkpoints" / "last"
         _save(path, models[0], 1)
-        pid = os.fork()
-        if pid == 0:  # the child dies (no clean-up, no exception handlers) just before step k
-            try:
-                calls = [0]
-
-                def step(name):
-                    if calls[0] == k:
-                        os._exit(9)
-                    calls[0] += 1
-
-                if not exchange:
-                    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
-                _patch_steps(monkeypatch, step)
-                write_new(path)
-            finally:
-                os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        assert os.WEXITSTATUS(status) == (9 if k < len(steps) else 0)
+        status = kill_before_step(k, lambda: write_new(path), prepare=None if exchange else no_exchange,
+                                  steps=_STEPS)
+        assert status == (9 if k < len(steps) else 0)
         seen_states.append(_which(path, models))  # a reader recovers the leftovers if needed
         _save(path, models[0], 1)  # the next write cleans up and succeeds
         assert _which(path, models) == "old"
@@ -141,17 +111,10 @@ def test_a_failure_at_every_step_of_a_checkpoint_write_leaves_the_old_or_the_new
     for k in range(len(steps)):
         path = tmp_path / f"fail{k}" / "last"
         _save(path, models[0], 1)
-        calls = [0]
-
-        def step(name):
-            calls[0] += 1
-            if calls[0] == k + 1:
-                raise OSError(errno.EIO, f"injected failure at {name}")
-
         with monkeypatch.context() as m:
             if not exchange:
-                m.setattr(atomic, "_exchange", lambda a, b: False)
-            _patch_steps(m, step)
+                no_exchange(m)
+            patch_steps(m, fail_at_step(k), steps=_STEPS)
             try:
                 write_new(path)
             except OSError as exc:

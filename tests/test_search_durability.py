@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from test_search_support import NUM_VIDEOS, built, copy_built, encode, make_collection  # noqa: F401
+from helpers_faults import fail_at_step, kill_before_step, no_exchange, patch_steps, record_steps
 from vop import atomic
 from vop.search.records import VideoRecord
 from vop.search.store import IndexFormatError, read_index, write_index
@@ -40,29 +40,13 @@ _STEPS = [("os", "fsync"), ("os", "rename"), ("os", "replace"), ("os", "mkdir"),
           ("atomic", "_exchange")]
 
 
-def _patch_steps(monkeypatch, on_step):
-    modules = {"os": os, "shutil": shutil, "atomic": atomic}
-    for mod, name in _STEPS:
-        real = getattr(modules[mod], name)
-
-        def hooked(*args, _real=real, _name=f"{mod}.{name}", **kwargs):
-            on_step(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(modules[mod], name, hooked)
-
-
 def _count_steps(tmp_path, monkeypatch, exchange: bool) -> list[str]:
     path = tmp_path / "count" / "index"
     path.parent.mkdir()
     _write(path, 3, "old", 0)
-    seen: list[str] = []
-    with monkeypatch.context() as m:
-        if not exchange:
-            m.setattr(atomic, "_exchange", lambda a, b: False)
-        _patch_steps(m, seen.append)
-        _write(path, 4, "new", 1)
-    return seen
+    if not exchange:
+        no_exchange(monkeypatch)
+    return record_steps(monkeypatch, lambda: _write(path, 4, "new", 1), steps=_STEPS)
 
 
 def _state(path: Path, old: np.ndarray, new: np.ndarray) -> str:
@@ -85,24 +69,9 @@ def test_a_kill_at_every_step_of_the_index_write_leaves_the_old_or_the_new_index
         path.parent.mkdir()
         old = _write(path, 3, "old", 0)
         new = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
-        pid = os.fork()
-        if pid == 0:  # the child dies (no clean-up, no exception handlers) just before step k
-            try:
-                calls = [0]
-
-                def step(name):
-                    if calls[0] == k:
-                        os._exit(9)
-                    calls[0] += 1
-
-                if not exchange:
-                    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
-                _patch_steps(monkeypatch, step)
-                _write(path, 4, "new", 1)
-            finally:
-                os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        assert os.WEXITSTATUS(status) == (9 if k < len(steps) else 0)
+        status = kill_before_step(k, lambda: _write(path, 4, "new", 1),
+                                  prepare=None if exchange else no_exchange, steps=_STEPS)
+        assert status == (9 if k < len(steps) else 0)
         seen_states.add(_state(path, old, new))  # a reader recovers the leftovers if needed
         _write(path, 2, "next", 2)  # the next write cleans up and succeeds
         assert read_index(path).embeddings.shape == (2, 8)
@@ -118,17 +87,10 @@ def test_a_failure_at_every_step_of_the_index_write_leaves_the_old_or_the_new_in
         path.parent.mkdir()
         old = _write(path, 3, "old", 0)
         new = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
-        calls = [0]
-
-        def step(name):
-            calls[0] += 1
-            if calls[0] == k + 1:
-                raise OSError(28, f"injected failure at {name}")
-
         with monkeypatch.context() as m:
             if not exchange:
-                m.setattr(atomic, "_exchange", lambda a, b: False)
-            _patch_steps(m, step)
+                no_exchange(m)
+            patch_steps(m, fail_at_step(k, 28), steps=_STEPS)
             try:
                 _write(path, 4, "new", 1)
             except OSError as exc:

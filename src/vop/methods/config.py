@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from vop.defaults import NUM_FRAMES
 from vop.methods.mechanism import Options, check_at_least

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vop.configio import (ConfigError, apply_overrides, configs_dir, data_presets, from_dict, load_preset,
+from vop.configio import (ConfigError, apply_overrides, configs_dir, from_dict, load_preset,
                           load_yaml, merge, to_dict)
 from vop.data.config import DataConfig
 from vop.eval.config import EvalConfig
