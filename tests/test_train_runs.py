@@ -317,3 +317,34 @@ def test_the_default_loader_workers_fit_the_machine():
     from vop.train.config import load_train_config
 
     assert load_train_config(None, [], data="msrvtt-9k", method="vop").data.workers == min(4, cpus - 1)
+
+
+def test_a_save_interrupted_between_its_renames_resumes_from_the_complete_leftover(tmp_path, finished):
+    ref, _, _ = finished
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(out), on_step=_interrupt_at(3)).fit()
+    ckpts = out / "checkpoints"
+    # Killed after `last` (step 3) was renamed away and before the new one was renamed in;
+    # a half-written leftover carries a name that sorts later.
+    (ckpts / "last").rename(ckpts / ".last.old-0001")
+    (ckpts / ".last.tmp-ffff").mkdir()
+    (ckpts / ".last.tmp-ffff" / "meta.json").write_text("{")
+    said: list[str] = []
+    summary = Trainer(tiny_config(out), say=said.append).fit()
+    assert said[1] == f"resuming from step 3 of {STEPS} (checkpoint {ckpts / 'last'})"
+    assert summary["steps"] == STEPS
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "last"]
+    for name, tensor in _weights(ref).items():
+        assert torch.equal(_weights(out)[name], tensor), name
+
+
+def test_unreadable_weights_in_last_are_refused_naming_the_file(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(out), on_step=_interrupt_at(2)).fit()
+    weights = out / "checkpoints" / "last" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ValueError, match="cannot be read") as err:
+        Trainer(tiny_config(out)).fit()
+    assert str(weights) in str(err.value)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from vop.atomic import write_text
+from vop.atomic import recover_dir, write_text
 from vop.backbone import identity, load
 from vop.data.datasets import OpenedSplit, describe_source, open_split
 from vop.data.types import VideoReadError
@@ -28,7 +28,7 @@ from vop.display import format_header
 from vop.runtime import autocast, setup
 from vop.train import distributed as dist_utils
 from vop.train.batches import CaptionVideoDataset, EpochSampler, make_loader, timed_batches, wait_fraction
-from vop.checkpoint import STATE, WEIGHTS, load_state, save_checkpoint
+from vop.checkpoint import META, STATE, WEIGHTS, load_state, save_checkpoint
 from vop.train.config import TrainConfig
 from vop.train.loss import SymmetricInfoNCE
 from vop.train.optim import build_optimizer, build_scheduler
@@ -204,10 +204,14 @@ class Trainer:
         """Load ``last`` (weights, optimiser, schedule, RNG, position) when there is one:
         the folder resumed from, or None."""
         last = self._last_dir()
-        if not last.exists():  # a crash between the two renames of an atomic save
-            leftovers = sorted(last.parent.glob(".last.old-*")) if last.parent.exists() else []
-            last = leftovers[-1] if leftovers else last
-        if not (self._resume and last.exists()):
+        if not self._resume:
+            return None
+        if self.dist.is_main:
+            # A save interrupted between its renames leaves `last` under a temporary name:
+            # put back the newest complete version (never one chosen by its name), drop the rest.
+            recover_dir(last, _is_resumable)
+        dist_utils.barrier()
+        if not last.exists():
             return None
         saved = _read_state(last)
         if _resume_key(saved["config"]) != _resume_key(self.config.to_dict()):
@@ -501,6 +505,10 @@ class Trainer:
 # output folder is one: a moved or copied run folder resumes.
 _COSMETIC = ("device", "progress", "threads", "log_every", "tensorboard", "save_every", "out_dir")
 _STATE_KEYS = ("run", "optimizer", "scheduler", "scaler", "rng", "cuda_rng", "config")
+
+
+def _is_resumable(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in (META, WEIGHTS, STATE))
 
 
 def _read_state(last: Path) -> dict:
