@@ -4,9 +4,11 @@ once (its run folders were kept, and the appended log gave every validation twic
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+import vop.demo as demo_module
 from vop.demo import format_table, run_demo, validation_curve
 
 pytestmark = pytest.mark.slow
@@ -16,13 +18,31 @@ TINY = ["data.synthetic.train_pairs=16", "data.synthetic.val_pairs=4", "data.syn
 
 def test_a_second_demo_in_the_same_folder_reports_each_validation_once(tmp_path, monkeypatch):
     monkeypatch.setenv("VOP_DEMO_DIR", str(tmp_path / "home"))  # the prompts it keeps go here
-    for _ in range(2):
-        rows = run_demo(("vop",), steps=2, out_dir=tmp_path / "demo", overrides=TINY, progress=False)
+    prompts = tmp_path / "home" / "prompts"
+    run_demo(("vop",), steps=2, out_dir=tmp_path / "demo", overrides=TINY, progress=False)
+    kept = {p.name: p.read_bytes() for p in prompts.iterdir()}
+
+    # A failure while the new prompts are copied leaves the previous ones whole.
+    real_copytree = shutil.copytree
+
+    def copy_then_fail(src, dst, **kwargs):
+        real_copytree(src, dst, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(demo_module.shutil, "copytree", copy_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        run_demo(("vop",), steps=2, out_dir=tmp_path / "demo", overrides=TINY, progress=False)
+    assert {p.name: p.read_bytes() for p in prompts.iterdir()} == kept
+    monkeypatch.undo()
+    monkeypatch.setenv("VOP_DEMO_DIR", str(tmp_path / "home"))
+
+    rows = run_demo(("vop",), steps=2, out_dir=tmp_path / "demo", overrides=TINY, progress=False)
     assert [step for step, _, _ in rows[1].curve] == [1, 2]
     assert format_table(rows).count("vop: val pair accuracy by training step: 1: ") == 1
     logged = [json.loads(line) for line in (tmp_path / "demo" / "runs" / "vop" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if r["kind"] == "train"] == [1, 2]  # this run's steps only
-    assert (tmp_path / "home" / "prompts" / "meta.json").exists()
+    assert (prompts / "meta.json").exists()
+    assert sorted(p.name for p in prompts.parent.iterdir()) == ["prompts"]  # no leftovers
 
 
 def test_the_validation_curve_counts_a_step_validated_twice_once(tmp_path):

@@ -24,7 +24,7 @@ def _config_file(tmp_path, **runtime) -> str:
         "data": {"benchmark": "synthetic", "num_frames": 4, "workers": 0,
                  "synthetic": {"train_pairs": 16, "val_pairs": 4, "test_pairs": 4}},
         "optim": {"batch_size": 8, "epochs": 2, "lr": 1e-2},
-        "runtime": {"device": "cpu", "precision": "fp32", "out_dir": str(tmp_path / "run"), "save_every": 2,
+        "runtime": {"device": "cpu", "precision": "fp32", "out_dir": str(tmp_path / "run"), "save_every": 2, "log_every": 1,
                     "progress": False, "tensorboard": False, **runtime},
     }
     path = tmp_path / "run.yaml"
@@ -76,6 +76,13 @@ def test_train_interrupted_resumed_and_re_run(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert "already complete (8 steps)" in err and "vop train: vop-fc" not in err
     assert (tmp_path / "run" / "summary.json").read_bytes() == summary
+
+    # --restart trains the run again from step 0, with a fresh log.
+    assert main(["train", config, "--restart"]) == 0
+    _, err = capsys.readouterr()
+    assert "vop train: vop-fc on synthetic" in err and "resuming" not in err and "already complete" not in err
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["kind"] == "train"] == list(range(1, 9))
 
 
 def test_train_stops_with_one_line_when_trained_tensors_go_non_finite(tmp_path, monkeypatch, capsys):

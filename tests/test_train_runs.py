@@ -109,11 +109,16 @@ def test_resuming_and_ctrl_c_say_where_the_run_stands(tmp_path):
         Trainer(tiny_config(out, save_every=2), on_step=_interrupt_at(3), say=said.append).fit()
     assert said[-1] == (f"interrupted at step 3: the last checkpoint is step 2 ({out / 'checkpoints' / 'last'}), "
                         "so 1 step(s) are lost; running the same command again resumes from step 2")
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"kind": "train", "st')  # and a line torn by a kill mid-write
     said.clear()
     summary = Trainer(tiny_config(out, save_every=2), say=said.append).fit()
     assert said[0].startswith("vop train: vop-fc on synthetic")
     assert said[1] == f"resuming from step 2 of {STEPS} (checkpoint {out / 'checkpoints' / 'last'})"
     assert summary["steps"] == STEPS
+    # Step 3 was trained twice but is logged once; the torn line is gone.
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["kind"] == "train"] == list(range(1, STEPS + 1))
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_the_run_starts_over(tmp_path):

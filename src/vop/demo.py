@@ -9,8 +9,8 @@ them.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vop import atomic
 from vop.paths import demo_home, demo_prompts_dir
 
 DEFAULT_METHODS = ("vop", "vop-fc")
@@ -90,11 +91,13 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
         if method != "full" and pair > best_pair:
             best_prompt, best_pair = run_dir / "checkpoints" / "best", pair
     if best_prompt is not None:
+        # Swapped in whole: a kill at any instant leaves the previous prompts or the new ones.
         target = demo_prompts_dir()
-        if target.exists():
-            shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(best_prompt, target)
+        atomic.recover_dir(target, lambda p: (p / "meta.json").is_file() and (p / "weights.safetensors").is_file())
+        staged = atomic.temp_sibling(target)
+        shutil.copytree(best_prompt, staged)
+        atomic.replace_dir(staged, target)
     return rows
 
 
@@ -136,8 +139,8 @@ def write_report(rows: list[Row], out_dir: Path) -> dict[str, Path]:
     """``results.json`` and ``results.png`` (pair accuracy and t2v R@1 per method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json"}
-    paths["json"].write_text(json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                         "rows": [r.as_dict() for r in rows]}, indent=2))
+    atomic.write_text(paths["json"], json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                 "rows": [r.as_dict() for r in rows]}, indent=2))
     try:
         import matplotlib
 
@@ -157,6 +160,8 @@ def write_report(rows: list[Row], out_dir: Path) -> dict[str, Path]:
         ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     paths["png"] = out_dir / "results.png"
-    fig.savefig(paths["png"], dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    atomic.write_bytes(paths["png"], png.getvalue())
     return paths

@@ -237,6 +237,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         self.state = RunState(**saved["run"])
         self.saved_step = self.state.step
+        self._truncate_log(self.state.step)
         if self.dist.is_main:
             log.info("resumed %s at epoch %d, batch %d (step %d)", last, self.state.epoch, self.state.batch,
                      self.state.step)
@@ -260,6 +261,17 @@ class Trainer:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self._tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record.get("step", 0))
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop the log records of steps after ``step`` (the resumed checkpoint's): they are
+        trained again, and would otherwise be logged twice."""
+        file = self.out_dir / "log.jsonl"
+        if not (self.dist.is_main and file.exists()):
+            return
+        lines = file.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) <= step]
+        if len(kept) != len(lines):
+            write_text(file, "".join(kept))
 
     def _announce(self, text: str) -> None:
         if self.dist.is_main:
@@ -317,10 +329,10 @@ class Trainer:
         started = time.time()
         try:
             self._train(plan, sampler, dataset, started)
+            return self._finish(time.time() - started)
         except KeyboardInterrupt:
             self._announce(self._interrupted())
             raise
-        return self._finish(time.time() - started)
 
     def _train(self, plan: Plan, sampler: EpochSampler, dataset: CaptionVideoDataset, started: float) -> None:
         o, r = self.config.optim, self.config.runtime
@@ -537,6 +549,15 @@ def _resume_key(config: dict) -> dict:
     # and their default follows the machine's CPUs.
     data = {k: v for k, v in config.get("data", {}).items() if k != "workers"}
     return {**config, "runtime": runtime, "data": data}
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log.jsonl line (a torn last line, from a kill mid-write, counts as after
+    every step: it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _numeric(metrics: dict) -> dict:
