@@ -353,3 +353,19 @@ def test_unreadable_weights_in_last_are_refused_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="cannot be read") as err:
         Trainer(tiny_config(out)).fit()
     assert str(weights) in str(err.value)
+
+
+@pytest.mark.parametrize("optim, message", [
+    ({"max_steps": 0}, "optim.max_steps must be >= 1"),
+    ({"max_steps": -5}, "optim.max_steps must be >= 1"),
+    ({"grad_accum": 5}, "makes no optimiser step with optim.grad_accum 5"),  # 4 batches per epoch
+])
+def test_a_run_that_would_train_nothing_or_everything_is_refused_before_a_step(tmp_path, optim, message):
+    try:
+        config = tiny_config(tmp_path / "run", optim=optim)
+    except ValueError as exc:  # the config may already refuse it
+        assert "max_steps" in str(exc)
+        return
+    with pytest.raises(ValueError, match=message):
+        Trainer(config).fit()
+    assert not (tmp_path / "run" / "log.jsonl").exists()

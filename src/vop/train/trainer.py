@@ -143,7 +143,12 @@ class Trainer:
     # -- the plan and the optimisation objects ------------------------------------------
     def make_plan(self, sampler: EpochSampler) -> Plan:
         o = self.config.optim
+        if o.max_steps is not None and o.max_steps < 1:  # 0 must not mean "the full schedule"
+            raise ValueError(f"optim.max_steps must be >= 1 (or null: optim.epochs decides), got {o.max_steps}")
         steps_per_epoch = sampler.batches_per_epoch // o.grad_accum
+        if steps_per_epoch < 1:
+            raise ValueError(f"an epoch of {sampler.batches_per_epoch} batches makes no optimiser step with "
+                             f"optim.grad_accum {o.grad_accum}; lower optim.grad_accum or optim.batch_size")
         total_steps = o.max_steps or steps_per_epoch * o.epochs
         return Plan(per_rank=sampler.batch_size, batches_per_epoch=sampler.batches_per_epoch,
                     steps_per_epoch=steps_per_epoch, total_steps=total_steps,
