@@ -225,6 +225,21 @@ def _tree(base: Path) -> dict[str, str]:
     return out
 
 
+def _without_run_header(err: str) -> str:
+    """stderr less the run header that vop eval/encode print before starting (a title line
+    followed by indented ``name: value`` lines): what remains must be the one error line."""
+    lines, out, i = err.splitlines(), [], 0
+    while i < len(lines):
+        if i + 1 < len(lines) and lines[i + 1].startswith("  ") and ": error: " not in lines[i]:
+            i += 1
+            while i < len(lines) and lines[i].startswith("  "):
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("command,file,damage", CASES)
 def test_a_damaged_file_is_one_clear_line_and_nothing_changes(world, capsys, command, file, damage):
     target = world / file
@@ -242,7 +257,7 @@ def test_a_damaged_file_is_one_clear_line_and_nothing_changes(world, capsys, com
         after = _tree(world)
     finally:
         target.write_bytes(original)
-    err = captured.err.strip()
+    err = _without_run_header(captured.err.strip())
     assert "Traceback" not in captured.err and "Traceback" not in captured.out
     if command(world)[:2] == ["data", "check"] and file.startswith("cache/"):
         # `vop data check` is a report: a frame cache it cannot open is one of its problems (exit 1).

@@ -9,8 +9,8 @@ them.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -75,8 +75,12 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
     for method in methods:
         config = synthetic_config(method, extra + [f"runtime.out_dir={out_dir / 'runs' / method}"])
         run_dir = Path(config.runtime.out_dir)
-        if (run_dir / "checkpoints").exists():
-            shutil.rmtree(run_dir / "checkpoints")  # the demo always trains from scratch
+        # The demo always trains from scratch: the previous run's checkpoints go, and so does
+        # its log (appended to, it would give every validation twice in the table).
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        for name in ("log.jsonl", "summary.json"):
+            (run_dir / name).unlink(missing_ok=True)
         if progress:
             print(f"\ntraining {method} for {config.optim.max_steps} steps of {config.optim.batch_size} videos")
         trainer = Trainer(config, clip=load(config.backbone), splits=dict(splits))
@@ -94,15 +98,18 @@ def run_demo(methods: tuple[str, ...] = DEFAULT_METHODS, *, steps: int | None = 
 
 
 def validation_curve(log_file: Path) -> list[tuple[int, float, float]]:
-    """(step, pair accuracy, t2v R@1) of every validation a run logged."""
+    """(step, pair accuracy, t2v R@1) of every validation a run logged, in step order. A
+    step validated twice (a run resumed from a checkpoint before it) counts once: its
+    latest record."""
     if not log_file.exists():
         return []
-    curve = []
+    by_step = {}
     for line in log_file.read_text().splitlines():
         rec = json.loads(line)
         if rec.get("kind") == "val":
-            curve.append((rec["step"], round(rec.get("pair_accuracy", float("nan")), 1), round(rec["t2v_r1"], 1)))
-    return curve
+            by_step[rec["step"]] = (rec["step"], round(rec.get("pair_accuracy", float("nan")), 1),
+                                    round(rec["t2v_r1"], 1))
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def format_table(rows: list[Row]) -> str:
@@ -149,13 +156,8 @@ def write_report(rows: list[Row], out_dir: Path) -> dict[str, Path]:
         ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     paths["png"] = out_dir / "results.png"
-    tmp = atomic.temp_sibling(paths["png"])
-    try:
-        fig.savefig(tmp, dpi=120, format="png")
-        atomic.fsync_file(tmp)
-        os.replace(tmp, paths["png"])  # never a half-written chart
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
-    atomic.fsync_dir(out_dir)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    plt.close(fig)
+    atomic.write_bytes(paths["png"], png.getvalue())
     return paths

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["escape", "has_controls", "CONTROL_CHARS"]
+__all__ = ["escape", "has_controls", "format_header", "CONTROL_CHARS"]
 
 # C0, DEL, C1: the characters a terminal may act on.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -50,3 +50,10 @@ def escape(text: object) -> str:
 def has_controls(text: str) -> bool:
     """Whether ``text`` holds a C0/C1 control character or DEL."""
     return CONTROL_CHARS.search(text) is not None
+
+
+def format_header(title: str, rows: list[tuple[str, object]]) -> str:
+    """A run header: ``title`` then one aligned ``name: value`` line per row, values
+    escaped (they hold paths and file names)."""
+    width = max((len(name) for name, _ in rows), default=0)
+    return "\n".join([title, *(f"  {name + ':':<{width + 1}} {escape(value)}" for name, value in rows)])

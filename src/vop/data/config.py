@@ -4,11 +4,14 @@ are, and how frames are sampled and augmented. The ``data:`` section of a train 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from vop.defaults import NUM_FRAMES
 
 SAMPLINGS = ("random", "middle")
+# CPUs this process may run on: more loader workers than these only compete (and torch warns).
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class DataConfig:
     flip: bool = True  # horizontal flip in training (off where captions say left/right)
     crop_scale: tuple[float, float] = (0.5, 1.0)
     pair_batches: bool = False  # synthetic: keep each video and its reversal in one batch
-    workers: int = 2  # data loader worker processes (0: load in the main process)
+    workers: int = min(4, _CPUS - 1)  # data loader processes (0: in the main process); one CPU left to training
     synthetic: dict = field(default_factory=dict)  # DownstreamConfig options for "synthetic"
 
     def __post_init__(self) -> None:

@@ -67,3 +67,26 @@ def _world(key: tuple):
 
         _WORLDS[key] = DownstreamWorld(**dict(key))
     return _WORLDS[key]
+
+
+def describe_source(split: OpenedSplit) -> str:
+    """Where ``split``'s frames come from, in words (for run headers): the synthetic world,
+    a frame cache (with its folder), or raw video files (with their folder)."""
+    from vop.data.sources import FileVideoSource
+    from vop.data.synthetic.downstream import SyntheticVideoSource
+
+    s = split.split
+    counts = f"{s.num_videos} videos, {s.num_captions} captions"
+    source = s.source
+    if isinstance(source, SyntheticVideoSource):
+        return f"synthetic world, rendered in memory ({counts})"
+    if isinstance(source, FileVideoSource) and source.paths:
+        import os
+
+        folder = os.path.commonpath([os.path.dirname(p) for p in source.paths])
+        if source.cache is not None:
+            cached = sum(1 for key in source.keys if key in source.cache)
+            return (f"frame cache {source.cache.directory} ({cached} of {s.num_videos} videos cached; the rest "
+                    f"decoded from {folder}; {s.num_captions} captions)")
+        return f"raw videos decoded from {folder} ({counts})"
+    return f"{type(source).__name__} ({counts})"

@@ -17,15 +17,18 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from vop.atomic import write_text
 from vop.backbone import identity, load
-from vop.data.datasets import OpenedSplit, open_split
+from vop.data.datasets import OpenedSplit, describe_source, open_split
+from vop.data.types import VideoReadError
 from vop.data.transforms import VideoTransform, normalize
 from vop.eval.evaluate import evaluate
 from vop.model import from_config
+from vop.display import format_header
 from vop.runtime import autocast, setup
 from vop.train import distributed as dist_utils
 from vop.train.batches import CaptionVideoDataset, EpochSampler, make_loader, timed_batches, wait_fraction
-from vop.checkpoint import load_state, save_checkpoint
+from vop.checkpoint import STATE, load_state, read_weights, recover_checkpoint, save_checkpoint
 from vop.train.config import TrainConfig
 from vop.train.loss import SymmetricInfoNCE
 from vop.train.optim import build_optimizer, build_scheduler
@@ -35,7 +38,20 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite losses; the last good checkpoint is kept."""
+    """Too many consecutive non-finite losses, or non-finite trained tensors; the last good
+    checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long a run is, fixed before its first step: the progress bar, the schedule, the
+    header and the "already complete" check all read it."""
+
+    per_rank: int  # batch per process
+    batches_per_epoch: int  # global batches in one epoch
+    steps_per_epoch: int  # optimiser steps in one epoch (batches // grad_accum)
+    total_steps: int  # optim.max_steps, else steps_per_epoch * epochs
+    epochs: int  # epochs needed to take total_steps
 
 
 @dataclass
@@ -54,11 +70,14 @@ class Trainer:
 
     ``clip`` and ``splits`` may be injected (tests, the demo); otherwise the backbone is
     loaded from ``config.backbone`` and splits are opened from ``config.data``.
-    ``on_step(trainer)`` is called after every optimiser step.
+    ``on_step(trainer)`` is called after every optimiser step. ``say(line)`` receives what
+    the run tells its user on rank 0 (the header, resuming, an interruption, "already
+    complete"); by default it goes to the log.
     """
 
     def __init__(self, config: TrainConfig, *, clip=None, splits: dict[str, OpenedSplit] | None = None,
-                 on_step: Callable[["Trainer"], None] | None = None, resume: bool = True):
+                 on_step: Callable[["Trainer"], None] | None = None, resume: bool = True,
+                 say: Callable[[str], None] | None = None):
         self.config = config
         self.device, self.dist = setup(config.runtime.device, config.runtime.threads)
         if config.runtime.precision == "fp16" and self.device.type != "cuda":
@@ -72,9 +91,18 @@ class Trainer:
         self.model.checkpoint_image_blocks = config.runtime.checkpoint_image_blocks
         self.splits = splits or {}
         self.on_step = on_step
+        self.say = say or log.info
         self.input_timing = {"wait": 0.0, "compute": 0.0}  # seconds: waiting for batches, training on them
         self.loss_fn = SymmetricInfoNCE()
         self.state = RunState()
+        self.plan: Plan | None = None  # set by fit
+        # The optimisation objects, built by _build_optimisation once the plan is known.
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.saved_step: int | None = None  # the step `last` holds (None: no `last` yet)
+        self._bad_streak = 0  # consecutive non-finite optimiser steps
+        self._step_finite = True  # every micro-batch of the current optimiser step had a finite loss
         self._resume = resume
         self._tb = None
 
@@ -87,13 +115,77 @@ class Trainer:
     def _loader(self, sampler: EpochSampler, dataset: CaptionVideoDataset) -> DataLoader:
         return make_loader(dataset, sampler, self.config.data.workers, pin_memory=self.device.type == "cuda")
 
+    def check_splits(self) -> None:
+        """Fail before training when the train, val or test split has no video that loads
+        (otherwise a broken val or test split is found only after training). Cheap: each
+        split stops at its first video that loads (a frame cache read, or one decode)."""
+        d = self.config.data
+        for name in dict.fromkeys((d.train_split, d.val_split, d.test_split)):
+            opened = self.split(name)
+            s = opened.split
+            if s.num_videos == 0:
+                raise ValueError(f"the {name} split has no videos ({describe_source(opened)}); fix the data "
+                                 "(vop data check) before training")
+            first_error = None
+            with torch.random.fork_rng(devices=[]):  # the probe must not move the run's random stream
+                for index in range(s.num_videos):
+                    try:
+                        s.source.load(index, opened.num_frames, "middle", None)
+                        break
+                    except VideoReadError as exc:
+                        first_error = first_error or exc
+                else:
+                    raise ValueError(
+                        f"the {name} split has no readable video: all {s.num_videos} failed "
+                        f"({describe_source(opened)}), e.g. {first_error}; fix the data (vop data check) before "
+                        "training")
+
+    # -- the plan and the optimisation objects ------------------------------------------
+    def make_plan(self, sampler: EpochSampler) -> Plan:
+        o = self.config.optim
+        if o.max_steps is not None and o.max_steps < 1:  # 0 must not mean "the full schedule"
+            raise ValueError(f"optim.max_steps must be >= 1 (or null: optim.epochs decides), got {o.max_steps}")
+        steps_per_epoch = sampler.batches_per_epoch // o.grad_accum
+        if steps_per_epoch < 1:
+            raise ValueError(f"an epoch of {sampler.batches_per_epoch} batches makes no optimiser step with "
+                             f"optim.grad_accum {o.grad_accum}; lower optim.grad_accum or optim.batch_size")
+        total_steps = o.max_steps or steps_per_epoch * o.epochs
+        return Plan(per_rank=sampler.batch_size, batches_per_epoch=sampler.batches_per_epoch,
+                    steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                    epochs=math.ceil(total_steps / max(1, steps_per_epoch)))
+
+    def _build_optimisation(self, total_steps: int) -> None:
+        """The optimiser (AdamW over the method's parameter groups), its warm-up + cosine
+        schedule over ``total_steps``, and the fp16 gradient scaler (None otherwise).
+        Override to train with other ones; the checkpoint stores their state dicts."""
+        o = self.config.optim
+        self.optimizer = build_optimizer(self.model, o)
+        self.scheduler = build_scheduler(self.optimizer, total_steps, o)
+        self.scaler = torch.amp.GradScaler("cuda") if self.config.runtime.precision == "fp16" else None
+
     # -- checkpoints ---------------------------------------------------------------------
     def _data_record(self) -> dict:
         from vop.configio import to_dict
 
         return to_dict(self.config.data)
 
+    def _last_dir(self) -> Path:
+        return self.out_dir / "checkpoints" / "last"
+
+    def _check_finite(self) -> None:
+        """Stop before a checkpoint (or a validation) would take non-finite trained tensors."""
+        bad = [name for name, t in self.model.trainable_state_dict().items() if not bool(torch.isfinite(t).all())]
+        if bad:
+            kept = (f"the last good checkpoint {self._last_dir()} (step {self.saved_step}) is kept"
+                    if self.saved_step is not None else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"step {self.state.step}: {len(bad)} trained tensor(s) hold non-finite values (e.g. {bad[0]}), so "
+                f"nothing more is saved and training stops; {kept}. Lower optim.lr, or use fp32/bf16")
+
     def _save(self, which: str, metrics: dict | None = None, with_state: bool = True) -> None:
+        self._check_finite()  # on every rank: all stop together
+        if which == "last":
+            self.saved_step = self.state.step
         if not self.dist.is_main:
             return
         state = None
@@ -113,24 +205,26 @@ class Trainer:
                         extra={"step": self.state.step, "epoch": self.state.epoch, "train_config": self.config.to_dict(),
                                "eval_precision": self.config.runtime.precision})
 
-    def _try_resume(self) -> bool:
-        last = self.out_dir / "checkpoints" / "last"
-        if not last.exists():  # a crash between the two renames of an atomic save
-            leftovers = sorted(last.parent.glob(".last.old-*")) if last.parent.exists() else []
-            last = leftovers[-1] if leftovers else last
-        if not (self._resume and last.exists()):
-            return False
-        saved = load_state(last)
-        if saved is None:
-            return False
+    def _try_resume(self) -> Path | None:
+        """Load ``last`` (weights, optimiser, schedule, RNG, position) when there is one:
+        the folder resumed from, or None."""
+        last = self._last_dir()
+        if not self._resume:
+            return None
+        if self.dist.is_main:
+            # A save interrupted between its renames leaves `last` under a temporary name:
+            # put back the newest complete version (never one chosen by its name), drop the rest.
+            recover_checkpoint(last)
+        dist_utils.barrier()
+        if not last.exists():
+            return None
+        saved = _read_state(last)
         if _resume_key(saved["config"]) != _resume_key(self.config.to_dict()):
             raise ValueError(
                 f"{self.out_dir} holds a run with a different config; resume it with the same config, "
                 "or choose a new runtime.out_dir (or pass --restart to overwrite)"
             )
-        from safetensors.torch import load_file
-
-        self.model.load_trainable_state_dict(load_file(str(last / "weights.safetensors")))
+        self.model.load_trainable_state_dict(read_weights(last))  # whole, finite, or refused naming the file
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.scaler is not None and saved["scaler"] is not None:
@@ -139,10 +233,12 @@ class Trainer:
         if saved["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         self.state = RunState(**saved["run"])
+        self.saved_step = self.state.step
+        self._truncate_log(self.state.step)
         if self.dist.is_main:
             log.info("resumed %s at epoch %d, batch %d (step %d)", last, self.state.epoch, self.state.batch,
                      self.state.step)
-        return True
+        return last
 
     # -- logging -----------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -163,6 +259,44 @@ class Trainer:
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self._tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record.get("step", 0))
 
+    def _truncate_log(self, step: int) -> None:
+        """Drop the log records of steps after ``step`` (the resumed checkpoint's): they are
+        trained again, and would otherwise be logged twice."""
+        file = self.out_dir / "log.jsonl"
+        if not (self.dist.is_main and file.exists()):
+            return
+        lines = file.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) <= step]
+        if len(kept) != len(lines):
+            write_text(file, "".join(kept))
+
+    def _announce(self, text: str) -> None:
+        if self.dist.is_main:
+            self.say(text)
+
+    def header(self, plan: Plan, train: OpenedSplit) -> str:
+        """What this run is, in words: printed at its start."""
+        cfg, o, r = self.config, self.config.optim, self.config.runtime
+        trainable, total = self.model.num_trainable(), self.clip.num_parameters()
+        if o.max_steps:
+            length = f"{plan.total_steps} optimiser steps (optim.max_steps; an epoch is {plan.steps_per_epoch})"
+        else:
+            length = f"{plan.total_steps} optimiser steps ({plan.epochs} epochs of {plan.steps_per_epoch})"
+        world = (f"{self.dist.world_size} processes ({self.dist.backend})" if self.dist.enabled
+                 else "1 process (no process group)")
+        rows = [
+            ("backbone", f"{cfg.backbone}: {self.clip.weights_source}"),
+            ("method", f"{cfg.method.name}: {trainable:,} trainable parameters "
+                       f"({100 * trainable / max(1, total):.3g} % of the backbone's {total:,})"),
+            ("device", f"{self.device}, precision {r.precision} (autocast)"),
+            ("world", world),
+            ("steps", f"{length}; global batch {o.batch_size}"
+                      + (f" x {o.grad_accum} accumulated" if o.grad_accum > 1 else "")),
+            ("data", f"{cfg.data.benchmark} {cfg.data.train_split}: {describe_source(train)}"),
+            ("output", self.out_dir.resolve()),
+        ]
+        return format_header(f"vop train: {cfg.method.name} on {cfg.data.benchmark}", rows)
+
     # -- the loop ----------------------------------------------------------------------
     def validate(self, split_name: str, model=None) -> dict:
         return evaluate(model or self.model, self.split(split_name), self.config.eval, device=self.device,
@@ -170,7 +304,7 @@ class Trainer:
                         progress=self.config.runtime.progress and self.dist.is_main)
 
     def fit(self) -> dict:
-        cfg, d, o, r = self.config, self.config.data, self.config.optim, self.config.runtime
+        d, o, r = self.config.data, self.config.optim, self.config.runtime
         train = self.split(d.train_split)
         per_rank = o.batch_size // self.dist.world_size
         if per_rank * self.dist.world_size != o.batch_size:
@@ -180,22 +314,35 @@ class Trainer:
         transform = VideoTransform(size=self.clip.config.image_resolution, train=True, random_crop=d.random_crop,
                                    flip=d.flip, crop_scale=d.crop_scale)
         dataset = CaptionVideoDataset(train.split, transform, d.num_frames, d.train_sampling, seed=r.seed)
-        steps_per_epoch = sampler.batches_per_epoch // o.grad_accum
-        total_steps = o.max_steps or steps_per_epoch * o.epochs
-        epochs = math.ceil(total_steps / max(1, steps_per_epoch))
-        self.optimizer = build_optimizer(self.model, o)
-        self.scheduler = build_scheduler(self.optimizer, total_steps, o)
-        self.scaler = torch.amp.GradScaler("cuda") if r.precision == "fp16" else None
-        self._try_resume()
+        plan = self.plan = self.make_plan(sampler)
+        self._build_optimisation(plan.total_steps)
+        resumed = self._try_resume()
+        if self.state.step >= plan.total_steps:
+            return self._already_trained()
+        self.check_splits()
+        self._announce(self.header(plan, train))
+        if resumed is not None:
+            self._announce(f"resuming from step {self.state.step} of {plan.total_steps} (checkpoint {resumed})")
+        started = time.time()
+        try:
+            self._train(plan, sampler, dataset, started)
+            return self._finish(time.time() - started)
+        except KeyboardInterrupt:
+            self._announce(self._interrupted())
+            raise
+
+    def _train(self, plan: Plan, sampler: EpochSampler, dataset: CaptionVideoDataset, started: float) -> None:
+        o, r = self.config.optim, self.config.runtime
         trainable = list(self.model.trainable_parameters().values())
         self.model.train()
-        started = time.time()
         done = False
-        while self.state.epoch < epochs and not done:
+        # One bar for the run, counting optimiser steps to the run's real total.
+        bar = tqdm(total=plan.total_steps, initial=self.state.step, disable=not (r.progress and self.dist.is_main),
+                   unit="step", dynamic_ncols=True)
+        while self.state.epoch < plan.epochs and not done:
             sampler.set_epoch(self.state.epoch, self.state.batch)
             self.optimizer.zero_grad(set_to_none=True)  # drop the last epoch's incomplete accumulation
-            bar = tqdm(total=sampler.batches_per_epoch, initial=self.state.batch, disable=not (r.progress and self.dist.is_main),
-                       desc=f"epoch {self.state.epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
+            bar.set_description(f"epoch {self.state.epoch + 1}/{plan.epochs}")
             tick, seen = time.time(), 0
             for batch in timed_batches(self._loader(sampler, dataset), self.input_timing):
                 work_started = time.perf_counter()
@@ -203,7 +350,6 @@ class Trainer:
                 loss = self._forward_backward(batch, o.grad_accum)
                 seen += batch["frames"].shape[0] * self.dist.world_size
                 self.state.batch += 1
-                bar.update(1)
                 if self.state.batch % o.grad_accum:
                     self.input_timing["compute"] += time.perf_counter() - work_started
                     continue
@@ -212,6 +358,7 @@ class Trainer:
                 if not stepped:
                     continue
                 self.state.step += 1
+                bar.update(1)
                 lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"]
                 rate = seen / max(1e-9, time.time() - tick)
                 waiting = self.input_wait_fraction()
@@ -227,16 +374,35 @@ class Trainer:
                     self._save("last")
                 if self.on_step is not None:
                     self.on_step(self)
-                if self.state.step >= total_steps:
+                if self.state.step >= plan.total_steps:
                     done = True
                     break
-            bar.close()
             if not done or self.state.batch >= sampler.batches_per_epoch:
                 self.state.epoch += 1
                 self.state.batch = 0
-            self._end_of_epoch(epochs, done)
-        summary = self._finish(time.time() - started)
-        return summary
+            self._end_of_epoch(plan.epochs, done)
+        bar.close()
+
+    def _interrupted(self) -> str:
+        """What an interruption (Ctrl-C) cost, and how to go on."""
+        step, saved = self.state.step, self.saved_step
+        if saved is None:
+            return (f"interrupted at step {step}, before the first checkpoint: {step} step(s) lost; running the "
+                    "same command again starts the run over")
+        return (f"interrupted at step {step}: the last checkpoint is step {saved} ({self._last_dir()}), so "
+                f"{step - saved} step(s) are lost; running the same command again resumes from step {saved}")
+
+    def _already_trained(self) -> dict:
+        """A run whose `last` holds every step: nothing is trained or validated again; the
+        test split is evaluated only if that has not happened yet (no summary.json)."""
+        summary_file = self.out_dir / "summary.json"
+        if summary_file.exists():
+            self._announce(f"{self.out_dir}: already complete ({self.state.step} steps); its results are in "
+                           f"{summary_file}. Nothing to do (vop train --restart trains it again)")
+            return json.loads(summary_file.read_text())
+        self._announce(f"{self.out_dir}: training already complete ({self.state.step} steps); evaluating the "
+                       "test split")
+        return self._finish(0.0)
 
     def _note_failures(self, failed: list) -> None:
         # Count videos, not failed reads: a broken video is met again for each of its
@@ -257,9 +423,9 @@ class Trainer:
         loss = self.loss_fn(video, text, scale.float())
         finite = bool(torch.isfinite(loss))
         if self.state.batch % accum == 0:  # first micro-batch of an optimiser step
-            self._last_loss_finite = True
+            self._step_finite = True
         # One non-finite micro-batch spoils its whole step, not just its own gradient.
-        self._last_loss_finite = self._last_loss_finite and finite
+        self._step_finite = self._step_finite and finite
         if finite:
             scaled = loss / accum
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -267,9 +433,9 @@ class Trainer:
 
     def _optimizer_step(self, trainable: list, loss: float) -> bool:
         r, o = self.config.runtime, self.config.optim
-        if not self._last_loss_finite:
+        if not self._step_finite:
             self.state.bad_steps += 1
-            self._bad_streak = getattr(self, "_bad_streak", 0) + 1
+            self._bad_streak += 1
             warnings.warn(f"non-finite loss ({loss}) at step {self.state.step}; the step is skipped", stacklevel=2)
             self.optimizer.zero_grad(set_to_none=True)
             if self._bad_streak >= r.max_bad_steps:
@@ -298,6 +464,7 @@ class Trainer:
 
     def _validate_and_keep_best(self) -> None:
         """Validate (rank 0), log, and save ``best`` when the val score improves."""
+        self._check_finite()
         if self.dist.is_main:
             metrics = self.validate(self.config.data.val_split)
             self._log({"kind": "val", "step": self.state.step, "epoch": self.state.epoch, **_numeric(metrics)})
@@ -335,7 +502,7 @@ class Trainer:
             summary["val"] = meta["metrics"].get("val", {})
             summary["test"] = self.validate(self.config.data.test_split, model=best)
             self._log({"kind": "test", "step": self.state.step, **_numeric(summary["test"])})
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2))
             if self.state.skipped_videos:
                 print(f"skipped {self.state.skipped_videos} unreadable videos during training, e.g. "
                       f"{self.state.skipped_examples[:3]}")
@@ -343,13 +510,47 @@ class Trainer:
         return summary
 
 
-# Settings that do not change what a run computes: a resumed run may differ in them.
-_COSMETIC = ("device", "progress", "threads", "log_every", "tensorboard", "save_every")
+# Settings that do not change what a run computes: a resumed run may differ in them. The
+# output folder is one: a moved or copied run folder resumes.
+_COSMETIC = ("device", "progress", "threads", "log_every", "tensorboard", "save_every", "out_dir")
+_STATE_KEYS = ("run", "optimizer", "scheduler", "scaler", "rng", "cuda_rng", "config")
+
+
+def _read_state(last: Path) -> dict:
+    """The training state saved beside checkpoint ``last``; refuses (naming the file) a
+    missing or unreadable one: resuming without it would silently restart from step 0
+    and overwrite ``last`` and ``best``."""
+    file = last / STATE
+    fix = (f"restore it, or start over with vop train --restart (which deletes {last.parent}), or choose a new "
+           "runtime.out_dir")
+    if not file.exists():
+        raise ValueError(f"{file} is missing: checkpoint {last} holds trained weights but not the training state "
+                         f"(optimiser, schedule, position) needed to resume; {fix}")
+    try:
+        saved = load_state(last)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on a damaged file
+        raise ValueError(f"{file}: cannot be read ({type(exc).__name__}: {exc}); {fix}") from None
+    missing = [k for k in _STATE_KEYS if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ValueError(f"{file}: not a vop training state (missing {', '.join(missing)}); {fix}")
+    return saved
 
 
 def _resume_key(config: dict) -> dict:
     runtime = {k: v for k, v in config.get("runtime", {}).items() if k not in _COSMETIC}
-    return {**config, "runtime": runtime}
+    # Loader processes change only how fast batches come (each item's randomness is its own),
+    # and their default follows the machine's CPUs.
+    data = {k: v for k, v in config.get("data", {}).items() if k != "workers"}
+    return {**config, "runtime": runtime, "data": data}
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log.jsonl line (a torn last line, from a kill mid-write, counts as after
+    every step: it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _numeric(metrics: dict) -> dict:
