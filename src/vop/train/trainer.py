@@ -416,11 +416,14 @@ class Trainer:
     def _forward_backward(self, batch: dict, accum: int) -> float:
         frames = normalize(batch["frames"].to(self.device, non_blocking=True))
         ids = self.model.tokenize(batch["captions"]).to(self.device)
-        with autocast(self.device, self.config.runtime.precision):
-            video, text, scale = self.model(frames, ids)
-        video = dist_utils.all_gather_with_grad(video.float())
-        text = dist_utils.all_gather_with_grad(text.float())
-        loss = self.loss_fn(video, text, scale.float())
+        if self.model.text_conditioned:
+            loss = self._text_conditioned_loss(frames, ids)
+        else:
+            with autocast(self.device, self.config.runtime.precision):
+                video, text, scale = self.model(frames, ids)
+            video = dist_utils.all_gather_with_grad(video.float())
+            text = dist_utils.all_gather_with_grad(text.float())
+            loss = self.loss_fn(video, text, scale.float())
         finite = bool(torch.isfinite(loss))
         if self.state.batch % accum == 0:  # first micro-batch of an optimiser step
             self._step_finite = True
@@ -430,6 +433,17 @@ class Trainer:
             scaled = loss / accum
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return float(loss.detach())
+
+    def _text_conditioned_loss(self, frames: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """X-Pool-style methods: every caption pools every video of the (globally gathered)
+        batch, so the logits are ``scale * model.score_features(...)``, not a dot product."""
+        with autocast(self.device, self.config.runtime.precision):
+            text = self.model.text_features(ids)  # [n, D], unnormalised
+            feats = self.model.frame_features(frames)  # [n, F, D]
+        text = dist_utils.all_gather_with_grad(text.float())
+        feats = dist_utils.all_gather_with_grad(feats.float())
+        scale = self.model.clip.logit_scale.exp().float()
+        return self.loss_fn.from_logits(scale * self.model.score_features(text, feats, chunk=None))
 
     def _optimizer_step(self, trainable: list, loss: float) -> bool:
         r, o = self.config.runtime, self.config.optim
