@@ -51,3 +51,36 @@ def test_cache_refuses_to_overwrite(tmp_path):
         assert main(args) == 0
         assert main(args) == 2  # a finished cache is not overwritten without --overwrite
         assert main(args + ["--overwrite"]) == 0
+
+
+def test_vop_cache_stores_frames_at_the_backbones_resolution(tmp_path):
+    from vop.cli import _backbone_resolution
+
+    assert _backbone_resolution("ViT-L-14-336:openai") == 336 and _backbone_resolution("ViT-B-32") == 224
+    assert _backbone_resolution("tiny") == 32 and _backbone_resolution("tiny-synthetic") == 64
+    root = tmp_path / "msrvtt"
+    make_msrvtt(root)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["cache", "msrvtt-9k", str(root), "--out", str(tmp_path / "c"), "--backbone", "tiny-synthetic",
+                     "--workers", "0", "--splits", "test"]) == 0
+        assert main(["cache", "msrvtt-9k", str(root), "--out", str(tmp_path / "d"), "--backbone", "tiny",
+                     "--size", "64", "--splits", "test"]) == 2  # one or the other
+    assert FrameCache.open(tmp_path / "c").size == 64 and "64 px, the input resolution of tiny-synthetic" in out.getvalue()
+
+
+def test_training_warns_when_the_cache_is_not_at_the_backbones_resolution(tmp_path):
+    from vop.train.config import TrainConfig
+    from vop.train.trainer import Trainer
+
+    root = tmp_path / "msrvtt"
+    make_msrvtt(root)
+    with redirect_stdout(io.StringIO()):
+        assert main(["cache", "msrvtt-9k", str(root), "--out", str(tmp_path / "c"), "--size", "16", "--workers", "0",
+                     "--splits", "train", "--num-frames", "4"]) == 0
+    config = TrainConfig.from_dict({"backbone": "tiny", "method": {"name": "vop"},
+                                    "data": {"benchmark": "msrvtt-9k", "root": str(root), "num_frames": 4,
+                                             "cache_dir": str(tmp_path / "c"), "workers": 0},
+                                    "runtime": {"device": "cpu", "out_dir": str(tmp_path / "run"), "progress": False}})
+    with pytest.warns(UserWarning, match=r"holds 16 px frames but the backbone takes 32 px: .*upscaled"):
+        Trainer(config).split("train")

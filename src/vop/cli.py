@@ -193,7 +193,11 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-dir", default=None)
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits to include")
     p.add_argument("--num-frames", type=int, default=12)
-    p.add_argument("--size", type=int, default=224, help="frame side: the backbone's input resolution")
+    p.add_argument("--backbone", default=None,
+                   help="the backbone the cache is for (name, ARCH:TAG or file): frames are stored at its input "
+                        "resolution (336 for ViT-L-14-336)")
+    p.add_argument("--size", type=int, default=None,
+                   help="frame side in pixels, instead of --backbone (default: 224, the ViT-B and ViT-L/14 resolution)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--overwrite", action="store_true")
 
@@ -205,6 +209,14 @@ def _cache(args: argparse.Namespace) -> int:
     from vop.data.benchmarks import load_split
     from vop.data.cache import build_frame_cache
 
+    if args.size is not None and args.backbone is not None:
+        raise ValueError("give --backbone (its resolution) or --size, not both")
+    if args.backbone is not None:
+        args.size = _backbone_resolution(args.backbone)
+        print(f"frames at {args.size} px, the input resolution of {args.backbone}")
+    elif args.size is None:
+        args.size = 224
+        print("frames at 224 px (ViT-B/32, ViT-B/16, ViT-L/14); for another backbone pass --backbone or --size")
     if args.num_frames < 1 or args.size < 1 or args.workers < 0:
         raise ValueError(f"--num-frames and --size must be >= 1 and --workers >= 0, got {args.num_frames}, "
                          f"{args.size}, {args.workers}")
@@ -225,6 +237,20 @@ def _cache(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.out} already holds a frame cache; add --overwrite to rebuild it") from None
     print(f"cached {len(cache)} videos in {args.out}; {len(cache.failed)} unreadable")
     return 0
+
+
+def _backbone_resolution(source: str) -> int:
+    """The input resolution of backbone ``source``, without loading weights when a name
+    (or ARCH:TAG) says it."""
+    from vop.backbone.config import ARCHITECTURES
+    from vop.backbone.pretrained import split_name
+
+    arch = split_name(source)[0] if split_name(source) is not None else source
+    if arch in ARCHITECTURES:
+        return ARCHITECTURES[arch].image_resolution
+    import vop.backbone
+
+    return vop.backbone.load(source).config.image_resolution
 
 
 # -- vop demo -----------------------------------------------------------------------------

@@ -110,6 +110,12 @@ class Trainer:
     def split(self, name: str) -> OpenedSplit:
         if name not in self.splits:
             self.splits[name] = open_split(self.config.data, name)
+            cache = getattr(self.splits[name].split.source, "cache", None)
+            resolution = self.clip.config.image_resolution
+            if cache is not None and cache.size != resolution and self.dist.is_main:
+                warnings.warn(f"the frame cache {cache.directory} holds {cache.size} px frames but the backbone takes "
+                              f"{resolution} px: frames are resized on the fly ({'upscaled, losing detail' if cache.size < resolution else 'downscaled'}); "
+                              f"rebuild it with vop cache ... --backbone {self.config.backbone}", stacklevel=2)
         return self.splits[name]
 
     def _loader(self, sampler: EpochSampler, dataset: CaptionVideoDataset) -> DataLoader:
