@@ -139,3 +139,12 @@ def test_the_search_server_and_eval_do_not_import_the_trainer():
     assert not any(m.startswith("vop.train") for m in served), sorted(served)
     evaluated = _loaded_after("import vop.checkpoint, vop.eval.evaluate, vop.data.datasets")
     assert not any(m.startswith("vop.train") for m in evaluated), sorted(evaluated)
+
+
+def test_vop_eval_from_the_command_line_does_not_import_the_trainer():
+    loaded = _loaded_after(
+        "from vop.cli import main\n"
+        "main(['eval', '--checkpoint', 'zero-shot', '--backbone', 'tiny', '--set', "
+        "'data.synthetic={train_pairs: 2, val_pairs: 2, test_pairs: 2}', '--set', 'data.num_frames=4', "
+        "'--device', 'cpu', '--quiet', '--json'])")
+    assert "vop.eval.evaluate" in loaded and not any(m.startswith("vop.train") for m in loaded), sorted(loaded)
