@@ -70,6 +70,7 @@ class RuntimeSection:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     precision: str = "fp32"  # fp32, bf16 (autocast, CPU and GPU), fp16 (GPU, with a grad scaler)
     gradient_checkpointing: bool = False
+    compile: bool = False  # run the model's forward (and so its backward) through torch.compile (docs/training.md)
     checkpoint_image_blocks: int | None = None  # with checkpointing: only the first N image blocks (None: all blocks)
     seed: int = 0
     out_dir: str = "runs/default"

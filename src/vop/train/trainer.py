@@ -89,6 +89,10 @@ class Trainer:
         self.model = from_config(config.method_config(), self.clip).to(self.device)
         self.model.gradient_checkpointing = config.runtime.gradient_checkpointing
         self.model.checkpoint_image_blocks = config.runtime.checkpoint_image_blocks
+        # runtime.compile: the forward (and through AOTAutograd its backward) runs compiled;
+        # self.model stays the plain module, so parameter names, checkpoints and resume are
+        # the same either way. The loss and the all-gather stay outside the graph.
+        self._forward = torch.compile(self.model) if config.runtime.compile else self.model
         self.splits = splits or {}
         self.on_step = on_step
         self.say = say or log.info
@@ -426,7 +430,7 @@ class Trainer:
             loss = self._text_conditioned_loss(frames, ids)
         else:
             with autocast(self.device, self.config.runtime.precision):
-                video, text, scale = self.model(frames, ids)
+                video, text, scale = self._forward(frames, ids)
             video = dist_utils.all_gather_with_grad(video.float())
             text = dist_utils.all_gather_with_grad(text.float())
             loss = self.loss_fn(video, text, scale.float())
@@ -532,7 +536,8 @@ class Trainer:
 
 # Settings that do not change what a run computes: a resumed run may differ in them. The
 # output folder is one: a moved or copied run folder resumes.
-_COSMETIC = ("device", "progress", "threads", "log_every", "tensorboard", "save_every", "out_dir")
+# (compile: a run started eager may resume compiled and the other way round.)
+_COSMETIC = ("device", "progress", "threads", "log_every", "tensorboard", "save_every", "out_dir", "compile")
 _STATE_KEYS = ("run", "optimizer", "scheduler", "scaler", "rng", "cuda_rng", "config")
 
 
