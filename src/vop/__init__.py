@@ -37,7 +37,8 @@ def load(source, *, backbone=None, device=None, precision=None, format=None, **k
     ``encode_texts``, and the model's own attributes) from:
 
     - a checkpoint folder written by ``vop train``, or a hub id of one
-      (``hf-hub:ORG/NAME``, published with ``vop push``);
+      (``hf-hub:ORG/NAME``, published with ``vop push``; the prefix is required, so a
+      mistyped local path is never looked up on the hub);
     - a peer's released checkpoint with ``format="clip4clip" | "xpool" | "dgl"`` (options
       ``variant=``, ``head=``, method options; docs/peers.md);
     - an ``(architecture, tag)`` pair such as ``("ViT-B-32", "openai")`` or any backbone
@@ -51,14 +52,19 @@ def load(source, *, backbone=None, device=None, precision=None, format=None, **k
 
         model = load_model(source, backbone=backbone, format=format, **kwargs)
         return _load(model, device=device, precision=precision)
-    if isinstance(source, str):
-        from vop.hub import hub_id, resolve_checkpoint
+    if isinstance(source, str) and not source.startswith("hf-hub:") and source.count("/") == 1:
+        import os
 
-        if hub_id(source) is not None:
-            try:
-                source = resolve_checkpoint(source)  # a vop prompt checkpoint on the hub
-            except ValueError:
-                pass  # a CLIP repository: the zero-shot model on that backbone
+        if not os.path.exists(source):  # ORG/NAME or a mistyped path: never guess the network
+            raise FileNotFoundError(f"{source!r}: no such checkpoint folder or file here; for a Hugging Face "
+                                    f"repository write 'hf-hub:{source}'")
+    if isinstance(source, str) and source.startswith("hf-hub:"):
+        from vop.hub import resolve_checkpoint
+
+        try:
+            source = resolve_checkpoint(source)  # a vop prompt checkpoint on the hub
+        except ValueError:
+            pass  # a CLIP repository: the zero-shot model on that backbone
     return _load(source, backbone=backbone, device=device, precision=precision, **kwargs)
 
 

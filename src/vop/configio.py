@@ -212,6 +212,14 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def convert_fields(cls, data: Mapping, where: str = "") -> dict:
+    """``data``'s values converted to the types ``cls`` (a dataclass) declares, strictly:
+    :class:`ConfigError` names the dotted key of a wrong type. Keys ``cls`` lacks are left
+    out (the caller refuses them with its own message)."""
+    hints = typing.get_type_hints(cls)
+    return {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items() if k in hints}
+
+
 def from_dict(cls, data: Mapping, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` strictly: unknown keys and wrong types raise
     :class:`ConfigError` naming the dotted key and the allowed ones."""

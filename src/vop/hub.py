@@ -72,6 +72,10 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None) -> Path:
                                             cache_dir=os.environ.get("HF_HUB_CACHE") or None,
                                             local_files_only=is_offline()))
     except errors.LocalEntryNotFoundError as exc:
+        if not is_offline():  # online, but the hub could not be reached
+            raise FileNotFoundError(f"hf-hub:{repo_id}: the Hugging Face hub could not be reached and the checkpoint "
+                                    f"is not in the cache ({hub_cache_hint()}); check the network or HF_ENDPOINT"
+                                    ) from exc
         raise FileNotFoundError(
             f"hf-hub:{repo_id} is not in the Hugging Face cache ({hub_cache_hint()}) and offline mode is on "
             "(HF_HUB_OFFLINE / VOP_OFFLINE); fetch it on a machine with internet first "
@@ -109,6 +113,8 @@ def _model_card(meta: dict, repo_id: str) -> str:
     metrics = meta.get("metrics", {}).get("val", {})
     shown = ", ".join(f"{k} {v:.1f}" for k, v in metrics.items() if k.endswith(("_r1", "_r5", "pair_accuracy"))
                       and isinstance(v, (int, float)))
+    count = meta.get("trainable_parameters")
+    count = f"{count:,}" if isinstance(count, int) else "?"
     return f"""---
 library_name: vop
 tags: [text-video-retrieval, prompt-tuning, clip]
@@ -116,7 +122,7 @@ tags: [text-video-retrieval, prompt-tuning, clip]
 # {repo_id}
 
 A `{method}` prompt checkpoint for [vop](https://pypi.org/project/vop/) (VoP: text-video
-co-operative prompt tuning of a frozen CLIP): {meta.get('trainable_parameters', '?'):,} trained parameters on
+co-operative prompt tuning of a frozen CLIP): {count} trained parameters on
 the frozen backbone `{meta['backbone']['source']}` (weight fingerprint `{meta['backbone']['fingerprint']}`).
 Trained on `{meta.get('data', {}).get('benchmark', '?')}`{'; validation: ' + shown if shown else ''}.
 
@@ -150,7 +156,11 @@ def prepare_upload(checkpoint: str | os.PathLike, staging: str | os.PathLike, *,
                              f"{meta['backbone']['fingerprint']} ({meta['backbone']['source']!r}): not the same weights")
     staging.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint / WEIGHTS, staging / WEIGHTS)
-    published = {**meta, "backbone": {**meta["backbone"], "source": source}}
+    # This machine's paths stay here: the training config (data root, output folder) is
+    # left out and the data record keeps what names the benchmark, not where it lies.
+    data = {k: v for k, v in meta.get("data", {}).items() if k not in ("root", "video_dir", "cache_dir")}
+    published = {k: v for k, v in meta.items() if k != "train_config"}
+    published.update(backbone={**meta["backbone"], "source": source}, data=data)
     (staging / META).write_text(json.dumps(published, indent=2, sort_keys=True))
     (staging / "README.md").write_text(_model_card(published, repo_id))
     return published

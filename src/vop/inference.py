@@ -7,6 +7,10 @@ embeds video files and sentences.
 >>> t = model.encode_texts(["a dog catches a frisbee"])         # doctest: +SKIP
 >>> scores = t @ v.T                                            # doctest: +SKIP
 
+For a text-conditioned method (``xpool``) ``t @ v.T`` ranks by the text-independent
+recall embedding only; its own scores are ``model.model.score(ids, frames)`` (or the
+re-ranking of ``vop search``), since each caption pools each video's frames.
+
 What :func:`load` accepts: a checkpoint folder written by ``vop train`` (``meta.json`` +
 ``weights.safetensors``); a ``(architecture, tag)`` pair such as ``("ViT-B-32", "openai")``
 (pretrained weights, downloaded once); any backbone source of :func:`vop.backbone.load`
@@ -25,6 +29,7 @@ similarity.
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +40,7 @@ import torch
 
 from vop.backbone import load as load_backbone
 from vop.backbone.clip import CLIP
-from vop.checkpoint import META, load_checkpoint, read_meta
+from vop.checkpoint import META, WEIGHTS, load_checkpoint, read_meta
 from vop.data.transforms import VideoTransform, normalize
 from vop.data.types import VideoReadError
 from vop.data.video import sample_frames
@@ -87,12 +92,24 @@ def load(source: Any, *, backbone: str | os.PathLike | CLIP | None = None, devic
     elif _is_checkpoint(source):
         clip = backbone if isinstance(backbone, CLIP) else load_backbone(
             backbone or read_meta(source)["backbone"]["source"], **kwargs)
+        if isinstance(backbone, CLIP) and _trains_backbone(source):
+            # Its weights overwrite backbone tensors: never the caller's CLIP, which other
+            # models may share (the fingerprint is checked on the copy, before loading).
+            clip = copy.deepcopy(backbone)
         model, _ = load_checkpoint(source, clip)  # checks the recorded architecture and fingerprint
     else:
         if backbone is not None:
             raise ValueError(f"backbone= goes with a checkpoint folder; {source!r} is not one (no {META} in it)")
         model = create("zero-shot", _zero_shot_backbone(source, kwargs))
     return Retriever(model, device=device, precision=precision)
+
+
+def _trains_backbone(checkpoint) -> bool:
+    """Whether a checkpoint holds backbone tensors (``clip.*``: full, bias, proj, partial, xpool)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(checkpoint) / WEIGHTS), framework="pt") as f:
+        return any(k.startswith("clip.") for k in f.keys())
 
 
 def _zero_shot_backbone(source: Any, kwargs: dict) -> CLIP:

@@ -6,15 +6,16 @@ is one new file (module, options, :class:`~vop.methods.mechanism.Part`). The mod
 
 >>> from vop.methods import register, MethodSpec
 >>> from vop.methods.text_prompts import TEXT_PROMPTS
-from vop.methods.xpool import XPOOL
 >>> register(MethodSpec("my-text-prompts", "deep text prompts", (TEXT_PROMPTS,)))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from vop.configio import convert_fields
 from vop.methods.adapters import ATTN_ADAPTERS, MLP_ADAPTERS
 from vop.methods.config import LEGACY_DEFAULTS, MethodConfig, compose
 from vop.methods.context_prompts import CONTEXT_PROMPTS
@@ -27,6 +28,8 @@ from vop.methods.subsets import BIASES, EVERYTHING, PARTIAL, PROJECTIONS_ONLY
 from vop.methods.temporal_heads import HEAD
 from vop.methods.text_prompts import TEXT_PROMPTS
 from vop.methods.xpool import XPOOL
+
+configs = types.SimpleNamespace()  # every method's composed options class, by class name
 
 FAMILIES = ("baseline", "prompt", "ablation", "peer")
 
@@ -51,7 +54,12 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
         if self.temporal_head and HEAD not in self.parts:
             object.__setattr__(self, "parts", tuple(self.parts) + (HEAD,))
-        object.__setattr__(self, "config_class", compose(self.name, [p.options for p in self.parts]))
+        cls = compose(self.name, [p.options for p in self.parts])
+        # Importable as vop.methods.registry.configs.<Name>, so configs (and models holding
+        # them) pickle.
+        cls.__module__, cls.__qualname__ = __name__, f"configs.{cls.__name__}"
+        setattr(configs, cls.__name__, cls)
+        object.__setattr__(self, "config_class", cls)
 
     @property
     def options(self) -> frozenset[str]:
@@ -98,7 +106,8 @@ def make_config(name: str, _legacy: bool = False, **options: Any) -> MethodConfi
         options = {k: v for k, v in options.items() if k in allowed}
     if bad:
         raise ValueError(f"option(s) {bad} do not apply to method {name!r}; it takes: {sorted(allowed)}")
-    return spec.config_class(method=name, **options)
+    # Types as declared (a YAML `true` is not a depth, "8" is not a length), naming the option.
+    return spec.config_class(method=name, **convert_fields(spec.config_class, options, "method.options"))
 
 
 def config_from_dict(data: Mapping[str, Any]) -> MethodConfig:
@@ -107,7 +116,9 @@ def config_from_dict(data: Mapping[str, Any]) -> MethodConfig:
     if not isinstance(data, Mapping) or not isinstance(data.get("method"), str):
         raise ValueError(f"a method config must be a mapping with a 'method' name, got {data!r}")
     options = {k: v for k, v in data.items() if k != "method"}
-    return make_config(data["method"], _legacy=True, **options)
+    # Only a config of the one-flat-config era (it records every option of every method)
+    # may carry options its method does not take.
+    return make_config(data["method"], _legacy=set(LEGACY_DEFAULTS) <= set(options), **options)
 
 
 def canonical(config: Mapping[str, Any]) -> dict:

@@ -70,8 +70,21 @@ class VideoTextModel(nn.Module):
         # Skip work whose result nobody reads (exact; see vop.model.rows). False runs the
         # plain full sequences, the reference the tests compare with.
         self.skip_unread_tokens = True
-        for name, param in clip.named_parameters():
-            param.requires_grad_(any(m.selects(name) for m in self.mechanisms))
+        # The backbone tensors this method trains, by name. A CLIP may be shared by several
+        # models (a search server, the trainer's best-checkpoint evaluation): each model
+        # keeps its own selection and claims it again when put in training mode.
+        self._trains_clip = frozenset(name for name, _ in clip.named_parameters()
+                                      if any(m.selects(name) for m in self.mechanisms))
+        self._claim_backbone()
+
+    def _claim_backbone(self) -> None:
+        for name, param in self.clip.named_parameters():
+            param.requires_grad_(name in self._trains_clip)
+
+    def train(self, mode: bool = True) -> "VideoTextModel":
+        if mode:
+            self._claim_backbone()
+        return super().train(mode)
 
     # -- the mechanisms, by the role they play in the forward pass -------------------------
     def mechanism(self, role: str) -> Mechanism | None:
@@ -136,7 +149,9 @@ class VideoTextModel(nn.Module):
                 or bool(self.frame_prompts is not None and self.frame_prompts.sees_frame_order))
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+        """The method's tensors and the backbone tensors it trains (``clip.*``), by name."""
+        return {n: p for n, p in self.named_parameters()
+                if (n[5:] in self._trains_clip if n.startswith("clip.") else p.requires_grad)}
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters().values())

@@ -167,7 +167,11 @@ class SearchService:
         loaded = LoadedIndex(name, stored, model, ident, faiss_index, ThumbnailCache(stored.path / THUMBS))
         if warm_up:
             self.embed_query(loaded, "warm up")  # loads the tokenizer now, not in the first request
-        self.indexes[name] = loaded
+        with self._lock:
+            if name in self.indexes:
+                raise ValueError(f"an index named {name!r} is already loaded")
+            # A new dict, not a change to the one requests may be iterating.
+            self.indexes = {**self.indexes, name: loaded}
         return loaded
 
     def _model(self, checkpoint: str, backbone: str, recorded: dict):

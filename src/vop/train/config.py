@@ -39,7 +39,7 @@ class MethodSection:
 
 @dataclass(frozen=True)
 class OptimSection:
-    lr: float = 1e-3  # peak learning rate (each method's default is its registry recipe)
+    lr: float = 1e-3  # peak learning rate (with --data/--method, the method's registry recipe sets it)
     weight_decay: float = 0.2  # AdamW, as in the paper
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
@@ -147,8 +147,27 @@ def compose(data: str | None = None, method: str | None = None) -> dict:
 def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
                       data: str | None = None, method: str | None = None) -> TrainConfig:
     """A run's config: :func:`compose` (when ``data`` or ``method`` is given), then the YAML
-    file ``path`` (with its ``defaults:`` list), then ``key=value`` overrides."""
+    file ``path`` (with its ``defaults:`` list), then ``key=value`` overrides.
+
+    With a data preset, a method named in the YAML file or an override counts as
+    ``method`` (its recipe, the preset's entry for it and its output folder apply)."""
+    user = load_yaml(path) if path is not None else {}
+    overrides = list(overrides or [])
+    named = _named_method(user, overrides)
+    if method is not None and named is not None and named != method:
+        raise ConfigError(f"--method {method} but the config names method {named}; give one")
+    if data is not None:
+        method = method or named
     config = compose(data, method) if (data or method) else {}
-    if path is not None:
-        config = merge(config, load_yaml(path))
-    return TrainConfig.from_dict(apply_overrides(config, list(overrides or [])))
+    return TrainConfig.from_dict(apply_overrides(merge(config, user), overrides))
+
+
+def _named_method(user: dict, overrides: list[str]) -> str | None:
+    """The method a user's YAML settings and overrides name, if any (the last word wins)."""
+    section = user.get("method")
+    name = section.get("name") if isinstance(section, dict) else None
+    probe = apply_overrides({}, [o for o in overrides if o.split("=", 1)[0].strip() in ("method.name", "method")])
+    section = probe.get("method")
+    if isinstance(section, dict) and "name" in section:
+        name = section["name"]
+    return name if isinstance(name, str) else None

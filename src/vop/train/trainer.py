@@ -93,6 +93,9 @@ class Trainer:
         # self.model stays the plain module, so parameter names, checkpoints and resume are
         # the same either way. The loss and the all-gather stay outside the graph.
         self._forward = torch.compile(self.model) if config.runtime.compile else self.model
+        if config.runtime.compile and self.model.text_conditioned:
+            warnings.warn(f"runtime.compile does not apply to {config.method.name}: its text-conditioned loss "
+                          "runs eagerly", stacklevel=2)
         self.splits = splits or {}
         self.on_step = on_step
         self.say = say or log.info
