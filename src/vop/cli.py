@@ -265,7 +265,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-@command("demo", "zero-shot vs vop vs vop-fc on the built-in synthetic world (CPU: 4 min 25 s measured on an idle "
+@command("demo", "zero-shot vs vop vs vop-fc on the built-in synthetic world (CPU: 5 min 25 s measured on an idle "
                  "2-core machine; longer when its cores are shared)")(_demo_args)
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
