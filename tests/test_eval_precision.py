@@ -12,15 +12,9 @@ import pytest
 
 def test_vop_eval_reproduces_a_bf16_runs_test_numbers(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_train_cli import _run, make_msrvtt
+    from test_train_cli import _run, train_on_fake_msrvtt
 
-    make_msrvtt(tmp_path / "msrvtt")
-    out = tmp_path / "run"
-    sets = {"backbone": "tiny", "data.root": str(tmp_path / "msrvtt"), "data.num_frames": 4, "data.workers": 0,
-            "optim.batch_size": 8, "optim.max_steps": 2, "runtime.device": "cpu", "runtime.precision": "bf16",
-            "runtime.out_dir": str(out), "runtime.progress": False, "runtime.tensorboard": False}
-    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    _run([sys.executable, "-m", "vop.cli", "train", "--data", "msrvtt-9k", "--method", "vop", *args], tmp_path)
+    out = train_on_fake_msrvtt(tmp_path, "vop", **{"runtime.precision": "bf16"})
     summary = json.loads((out / "summary.json").read_text())
     meta = json.loads((out / "checkpoints" / "best" / "meta.json").read_text())
     assert meta["eval_precision"] == "bf16"

@@ -90,12 +90,18 @@ def _hf_cache(root: Path, repo: str, files: dict[str, bytes], commit: str = "b" 
         (snap / name).write_bytes(data)
 
 
-def test_a_checkpoint_loads_by_hub_id_from_the_cache_offline(checkpoint, tmp_path, monkeypatch):
+@pytest.fixture
+def offline_hub_copy(checkpoint, tmp_path, monkeypatch):
+    """The checkpoint as hub repository me/vop-tiny in a Hugging Face cache, offline."""
     path, model = checkpoint
-    cache = tmp_path / "hf"
-    _hf_cache(cache, "me/vop-tiny", {n: (path / n).read_bytes() for n in ("meta.json", "weights.safetensors")})
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    _hf_cache(tmp_path / "hf", "me/vop-tiny", {n: (path / n).read_bytes() for n in ("meta.json", "weights.safetensors")})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return model
+
+
+def test_a_checkpoint_loads_by_hub_id_from_the_cache_offline(offline_hub_copy):
+    model = offline_hub_copy
     folder = resolve_checkpoint("hf-hub:me/vop-tiny")
     loaded, meta = load_checkpoint(folder)
     ids = loaded.tokenize(["a red circle"])
@@ -113,12 +119,8 @@ def test_a_backbone_repository_is_not_taken_for_a_checkpoint(tmp_path, monkeypat
         resolve_checkpoint("openai/clip-like")
 
 
-def test_vop_load_takes_a_hub_id_of_a_checkpoint(checkpoint, tmp_path, monkeypatch):
-    path, model = checkpoint
-    cache = tmp_path / "hf"
-    _hf_cache(cache, "me/vop-tiny", {n: (path / n).read_bytes() for n in ("meta.json", "weights.safetensors")})
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_vop_load_takes_a_hub_id_of_a_checkpoint(offline_hub_copy):
+    model = offline_hub_copy
     retriever = vop.load("hf-hub:me/vop-tiny", device="cpu")
     with torch.no_grad():
         want = model.encode_text(model.tokenize(["a red circle"]))

@@ -67,17 +67,9 @@ def test_xpool_trains_on_its_text_conditioned_scores(tmp_path, monkeypatch):
 @pytest.mark.parametrize("method,head", [("xpool", None), ("dgl-linear", None), ("vop", "seqtransf")])
 def test_peers_train_and_evaluate_on_benchmark_layout_data_from_the_cli(method, head, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_train_cli import _run, make_msrvtt
+    from test_train_cli import _run, train_on_fake_msrvtt
 
-    make_msrvtt(tmp_path / "msrvtt")
-    out = tmp_path / "run"
-    sets = {"backbone": "tiny", "data.root": str(tmp_path / "msrvtt"), "data.num_frames": 4, "data.workers": 0,
-            "optim.batch_size": 8, "optim.max_steps": 2, "runtime.device": "cpu", "runtime.precision": "fp32",
-            "runtime.out_dir": str(out), "runtime.progress": False, "runtime.tensorboard": False}
-    if head:
-        sets["method.options.head"] = head
-    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    _run([sys.executable, "-m", "vop.cli", "train", "--data", "msrvtt-9k", "--method", method, *args], tmp_path)
+    out = train_on_fake_msrvtt(tmp_path, method, **({"method.options.head": head} if head else {}))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and "t2v_r1" in summary["test"]
     evaluated = _run([sys.executable, "-m", "vop.cli", "eval", "--checkpoint", str(out / "checkpoints" / "best"),

@@ -118,3 +118,17 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     train_metrics = json.loads(buffer.getvalue())
     assert train_metrics["skipped_videos"] == 1
     assert (train_metrics["num_videos"], train_metrics["num_captions"]) == (TRAIN_VIDEOS - 1, 2 * (TRAIN_VIDEOS - 1))
+
+
+def train_on_fake_msrvtt(tmp_path: Path, method: str, **sets) -> Path:
+    """`vop train --data msrvtt-9k --method METHOD` for 2 steps of the tiny backbone on a fake
+    MSR-VTT laid out by make_msrvtt; ``sets`` adds or replaces --set keys. Returns the run folder."""
+    make_msrvtt(tmp_path / "msrvtt")
+    out = tmp_path / "run"
+    base = {"backbone": "tiny", "data.root": str(tmp_path / "msrvtt"), "data.num_frames": 4, "data.workers": 0,
+            "optim.batch_size": 8, "optim.max_steps": 2, "runtime.device": "cpu", "runtime.precision": "fp32",
+            "runtime.out_dir": str(out), "runtime.progress": False, "runtime.tensorboard": False}
+    args = [a for k, v in {**base, **sets}.items() for a in ("--set", f"{k}={v}")]
+    _run([sys.executable, "-m", "vop.cli", "train", "--data", "msrvtt-9k", "--method", method, *args], tmp_path)
+    return out
+
