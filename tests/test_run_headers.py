@@ -5,6 +5,7 @@ exits 130; re-running the same command resumes, and once the run is done, says s
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,6 +111,24 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     assert main(["train", _config_file(tmp, save_every=4)]) == 0
     return tmp / "run" / "checkpoints" / "best"
+
+
+def test_eval_given_a_training_config_says_what_it_does_not_read(trained, tmp_path, capsys):
+    config = _config_file(tmp_path, precision="bf16")  # a train config: method, optim, runtime
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(trained), "--data", config, "--json", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    json.loads(out)
+    assert "not read from the config: optim, runtime, method, backbone" in err
+    assert "precision fp32 (autocast, as the run evaluated)" in err  # runtime.precision bf16 not taken
+    other = yaml.safe_load(open(config))
+    other["method"] = {"name": "vop-p"}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    assert main(["eval", "--checkpoint", str(trained), "--data", str(tmp_path / "other.yaml"), "--quiet"]) == 2
+    assert re.search(r"error: .*other.yaml names method 'vop-p' but .* holds 'vop-fc'", capsys.readouterr().err)
+    assert main(["eval", "--checkpoint", str(trained), "--data", "synthetic", "--set", "data.num_frames=4",
+                 "--set", "data.synthetic.test_pairs=4", "--json", "--quiet", "--device", "cpu"]) == 0
+    assert "not read" not in capsys.readouterr().err  # a preset's training defaults are not the user's
 
 
 def test_eval_and_encode_say_what_they_run(trained, tmp_path, capsys):

@@ -154,6 +154,7 @@ def _eval(args: argparse.Namespace) -> int:
     unknown = sorted(set(settings) - {"data", "eval", "backbone", "method", "optim", "runtime"})
     if unknown:
         raise ConfigError(f"vop eval reads only the data and eval sections; unknown key(s) {unknown}")
+    _check_eval_settings(settings, args, model)
     d = from_dict(DataConfig, settings.get("data", {}), "data")
     e = from_dict(EvalConfig, settings.get("eval", {}), "eval")
     if args.dual_softmax:
@@ -183,6 +184,28 @@ def _eval(args: argparse.Namespace) -> int:
 
         print(format_metrics(metrics, title=f"{d.benchmark} {split_name}"))
     return 0
+
+
+def _check_eval_settings(settings: dict, args: argparse.Namespace, model) -> None:
+    """A training config given to ``vop eval``: refuse a method other than the
+    checkpoint's, and say which settings evaluation does not read (so that, say, a
+    ``runtime.precision`` in the file is not taken for the precision used)."""
+    from vop.configio import ConfigError, data_presets
+
+    checkpoint = args.checkpoint != "zero-shot"
+    method = settings.get("method")
+    named = method.get("name") if isinstance(method, dict) else method
+    if checkpoint and named is not None and named != model.config.method:
+        raise ConfigError(f"{args.data or '--set'} names method {named!r} but {args.checkpoint} holds "
+                          f"{model.config.method!r}; the checkpoint decides the method: remove method from the "
+                          "config, or evaluate a checkpoint of that method")
+    if args.data is None or args.data in data_presets():
+        return  # a preset's training sections are its defaults for vop train, not the user's choices
+    ignored = [k for k in ("optim", "runtime") if settings.get(k)]
+    ignored += [k for k in ("method", "backbone") if checkpoint and settings.get(k) is not None]
+    if ignored:
+        _say(f"vop eval: not read from the config: {', '.join(ignored)} (training settings; the checkpoint gives "
+             "the method and backbone, --backbone and --precision choose them here)")
 
 
 # -- vop cache ----------------------------------------------------------------------------
