@@ -14,6 +14,7 @@ import vop
 import vop.backbone as backbone
 from vop.backbone.config import CLIPConfig
 from vop.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from vop.methods.temporal_heads import frame_feature_scale
 from vop.model.accounting import count_parameters
 
 from test_peers_modules import (D64, XPoolRef, _LargestTensor, assert_parity, c4c_pool, c4c_seqlstm,
@@ -61,10 +62,15 @@ def test_heads_make_mean_pooling_order_aware(head, clip, frames):
         with torch.no_grad():
             assert torch.equal(plain.encode_video(frames.flip(1)), plain.encode_video(frames))
             assert (headed.encode_video(frames.flip(1)) - headed.encode_video(frames)).abs().max() > 1e-6
-    lstm = vop.create("vop", clip, head=head)
-    _, text, _ = lstm(frames, lstm.tokenize(CAPTIONS[:2]))
-    (text @ lstm.encode_video(frames).T).sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lstm.named_parameters() if n.startswith("head."))
+    model = vop.create("vop", clip, head=head)
+    head_params = {n: p for n, p in model.named_parameters() if n.startswith("head.")}
+    optimiser = torch.optim.SGD(head_params.values(), lr=0.1)
+    for _ in range(2):  # a seqtransf head starts as the identity: its inner layers get gradients from step 2
+        optimiser.zero_grad()
+        _, text, _ = model(frames, model.tokenize(CAPTIONS[:2]))
+        (text @ model.encode_video(frames).T).sum().backward()
+        optimiser.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head_params.values())
 
 
 def _square_backbone() -> backbone.CLIP:
@@ -87,8 +93,17 @@ def test_seqtransf_starts_from_the_text_tower_as_clip4clip(clip):
     assert vop.create("full", square, head="seqtransf", head_layers=2).head.blocks.__len__() == 2
     with pytest.raises(ValueError, match="head_init='random'"):
         vop.create("full", clip, head="seqtransf", head_init="text")  # tiny: text width 128, embeddings 64
-    auto = vop.create("full", clip, head="seqtransf")  # auto: random start where widths differ
+    auto = vop.create("full", clip, head="seqtransf")  # auto: the identity start where widths differ
     assert auto.head.width == 64
+    feats = torch.randn(3, 5, 64)
+    positions = auto.head.frame_position_embeddings.weight
+    with torch.no_grad():
+        torch.testing.assert_close(auto.head(feats), 2 * feats + positions[:5], rtol=1e-6, atol=1e-6)  # identity blocks
+    assert positions.std().item() == pytest.approx(frame_feature_scale(clip), rel=0.1)  # the features' scale
+    torch.manual_seed(0)
+    random = vop.create("full", clip, head="seqtransf", head_init="random")  # CLIP4Clip's fresh init, kept
+    assert random.head.frame_position_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert all(b.attn.out_proj.weight.abs().sum() > 0 for b in random.head.blocks)
     with pytest.raises(ValueError, match="head must be one of"):
         vop.create("vop", clip, head="tight")
     with pytest.raises(ValueError, match="do not apply to method 'dgl'"):
@@ -269,3 +284,13 @@ def test_vop_params_lists_the_peers_and_heads_with_their_exact_counts(capsys):
     assert rows["seqlstm"] == "2,101,248" and rows["seqtransf"] == "12,648,960"
     xpool_head = next(line for line in out.splitlines() if line.startswith("xpool head"))
     assert xpool_head.split()[2] == "1,316,352"
+
+
+def test_frame_feature_scale_is_the_embedding_scale_from_the_weights():
+    clip = _square_backbone()
+    with torch.no_grad():
+        clip.visual.ln_post.weight.fill_(2.0)
+        width, dim = clip.visual.proj.shape
+        q, _ = torch.linalg.qr(torch.randn(width, width))
+        clip.visual.proj.copy_(0.5 * q[:, :dim])  # orthonormal columns of norm 0.5
+    assert frame_feature_scale(clip) == pytest.approx(1.0, rel=1e-5)  # 2.0 x 0.5

@@ -133,6 +133,22 @@ class SeqTransf(nn.Module):
         for mine, theirs in zip(self.blocks, text_blocks):
             mine.load_state_dict(theirs.state_dict())  # the same names; eps stays this head's
 
+    @torch.no_grad()
+    def init_identity(self, position_std: float) -> None:
+        """Start as the identity with visible positions, for a head that cannot start from a
+        text tower. Each block's residual-branch outputs (attention out-projection, MLP
+        down-projection) are zeroed, so the head's output is ``2 * frames + positions``; the
+        positions are drawn from N(0, ``position_std``), meant to be the frame features'
+        per-dimension scale. Measured on the synthetic world (docs/peers.md): PyTorch's
+        default block initialisation adds a random vector larger than the frame features
+        themselves, and N(0, 0.02) positions are too small beside features of scale ~1 for
+        the head to learn frame order in the demo's budget."""
+        nn.init.normal_(self.frame_position_embeddings.weight, std=position_std)
+        for block in self.blocks:
+            for layer in (block.attn.out_proj, block.mlp.c_proj):
+                layer.weight.zero_()
+                layer.bias.zero_()
+
     def _bias(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Frame mask ``[B, F]`` -> additive bias for SDPA, ``[B, 1 | heads, F, F]``."""
         b, f = mask.shape
