@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_eval_given_a_training_config_says_what_it_does_not_read(trained, tmp_pa
     json.loads(out)
     assert "not read from the config: optim, runtime, method, backbone" in err
     assert "precision fp32 (autocast, as the run evaluated)" in err  # runtime.precision bf16 not taken
-    other = yaml.safe_load(open(config))
+    other = yaml.safe_load(Path(config).read_text())
     other["method"] = {"name": "vop-p"}
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     assert main(["eval", "--checkpoint", str(trained), "--data", str(tmp_path / "other.yaml"), "--quiet"]) == 2
