@@ -182,7 +182,8 @@ def test_every_preset_composes_with_every_method(data, method):
     else:
         table = load_preset("synthetic")[1]
         assert config.optim.lr == table.get(method, {}).get("optim", {}).get("lr", 5e-3)
-        assert config.method.options == table.get(method, {}).get("method", {}).get("options", {})
+        recipe_options = methods.get(method).recipe.get("method", {}).get("options", {})
+        assert config.method.options == {**recipe_options, **table.get(method, {}).get("method", {}).get("options", {})}
 
 
 def test_composition_order_recipe_then_preset_then_yaml_then_overrides(tmp_path):
@@ -211,3 +212,16 @@ def test_unknown_preset_and_method_are_refused_by_name():
         load_train_config(data="msrvt", method="vop")
     with pytest.raises(ValueError, match=r"unknown method 'vop-x'"):
         load_train_config(data="synthetic", method="vop-x")
+
+
+@pytest.mark.parametrize("method", ["full", "xpool"])
+def test_a_temporal_head_on_full_fine_tuning_trains_at_clip4clips_head_rate(method):
+    config = load_train_config(data="msrvtt-9k", method=method, overrides=["method.options.head=seqtransf"])
+    model = vop.create(method, "tiny", config=config.method_config())
+    scales = {id(p): g["lr_scale"] for g in model.parameter_groups() for p in g["params"]}
+    head = [scales[id(p)] for p in model.head.parameters()]
+    clip = [scales[id(p)] for n, p in model.named_parameters() if n.startswith("clip.") and p.requires_grad]
+    assert head and all(config.optim.lr * s == pytest.approx(1e-4) for s in head)  # CLIP4Clip's head rate
+    assert clip and all(config.optim.lr * s == pytest.approx(1e-6) for s in clip)  # CLIP at full fine-tuning's
+    plain = load_train_config(data="msrvtt-9k", method=method)
+    assert vop.create(method, "tiny", config=plain.method_config()).head is None  # the scale adds no head

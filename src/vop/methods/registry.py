@@ -128,13 +128,16 @@ def canonical(config: Mapping[str, Any]) -> dict:
 
 
 _PROMPT_LR = {"optim": {"lr": 1e-3}}
+# Full fine-tuning at CLIP's 1e-6 (X-Pool's rate); a temporal head, if chosen, at 100x that:
+# CLIP4Clip's head rate 1e-4 (its CLIP trains at 1e-7; docs/peers.md). Without a head the
+# scale applies to nothing.
+_FULL_LR = {"optim": {"lr": 1e-6}, "method": {"options": {"head_lr_scale": 100.0}}}
 
 
 def _register_builtins() -> None:
     b, a = "baseline", "ablation"
     register(MethodSpec("zero-shot", "frozen CLIP, mean pooling, nothing trains", (), b, _PROMPT_LR))
-    register(MethodSpec("full", "full fine-tuning of both towers and the logit scale", (EVERYTHING,), b,
-                        {"optim": {"lr": 1e-6}}))
+    register(MethodSpec("full", "full fine-tuning of both towers and the logit scale", (EVERYTHING,), b, _FULL_LR))
     register(MethodSpec("bias", "bias terms of the linear layers (BitFit)", (BIASES,), b, {"optim": {"lr": 1e-4}}))
     register(MethodSpec("proj", "the two output projections", (PROJECTIONS_ONLY,), b, {"optim": {"lr": 1e-4}}))
     register(MethodSpec("partial", "last image block, ln_post and both projections", (PARTIAL,), b,
@@ -161,7 +164,7 @@ def _register_builtins() -> None:
     # "seqtransf" (every method takes the `head` option).
     p = "peer"
     register(MethodSpec("xpool", "X-Pool: full fine-tuning + text-conditioned pooling (pairwise scores)",
-                        (EVERYTHING, XPOOL), p, {"optim": {"lr": 1e-6}}))
+                        (EVERYTHING, XPOOL), p, _FULL_LR))
     register(MethodSpec("dgl-linear", "DGL: linear shared-latent prompts, global-local video tower",
                         (DGL_LINEAR,), p, {"optim": {"lr": 2e-3}}, temporal_head=False))
     register(MethodSpec("dgl", "DGL: transformer shared-latent prompts, global-local video tower",
