@@ -202,3 +202,23 @@ def test_non_finite_embeddings_are_refused_and_nothing_is_written(built, tmp_pat
     with pytest.raises(NonFiniteEmbeddings, match="non-finite"):
         encode_collection(videos, index, model, identity, EncodeConfig(progress=False))
     assert not index.exists() and atomic.leftovers(index) == []
+
+
+def test_encode_pieces_grow_with_the_index(tmp_path, monkeypatch):
+    """Each commit rewrites the whole index: pieces of at least half the committed videos
+    keep the rows written by a long first encode linear in its size, not quadratic."""
+    import vop.search.encode as enc
+
+    assert [enc.piece_size(1000, c) for c in (0, 1000, 2000, 3000, 4500)] == [1000, 1000, 1000, 1500, 2250]
+    videos = make_collection(tmp_path / "videos", count=12, with_bad=False)
+    sizes = []
+    real_write = enc.write_index
+
+    def recording_write(path, **kw):
+        sizes.append(len(kw["records"]))
+        return real_write(path, **kw)
+
+    monkeypatch.setattr(enc, "write_index", recording_write)
+    encode(videos, tmp_path / "index", piece_videos=1, piece_seconds=1e9, workers=1, batch_size=2)
+    assert sizes == [1, 2, 3, 4, 6, 9, 12]  # pieces 1, 1, 1, 1, 2, 3, then the rest; fixed pieces: 12 commits
+    assert len(read_index(tmp_path / "index")) == 12

@@ -15,10 +15,14 @@ content hash is unchanged), encodes new and changed files, and drops deleted one
 that cannot be decoded is reported in ``failed.json`` and skipped; it is retried once its
 size or mtime changes.
 
-Progress is committed in pieces: every ``piece_videos`` videos or ``piece_seconds`` seconds
-(whichever comes first) the index is rewritten with what is done so far (a valid index of
-the files encoded up to then, written crash-safely), so a killed run loses at most one
-piece and a re-run keeps the rest (re-run without ``--rebuild`` to resume a rebuild).
+Progress is committed in pieces: the index is rewritten with what is done so far (a valid
+index of the files encoded up to then, written crash-safely) after ``piece_videos`` videos,
+or half as many as this run has already committed if that is more, or after
+``piece_seconds`` seconds, whichever comes first. A killed run loses at most one piece (and
+never more than ``piece_seconds`` of work) and a re-run keeps the rest (re-run without
+``--rebuild`` to resume a rebuild). Pieces growing with the index keep the bytes rewritten
+by all commits of a long first encode to about three times the final index, not N^2 / 2P
+rows for pieces of a fixed P (docs/search.md).
 Embeddings that are not finite (a damaged checkpoint) stop the run before anything is
 written.
 
@@ -70,7 +74,8 @@ class EncodeConfig:
     rebuild: bool = False  # ignore an existing index and encode everything again
     precision: str = "fp32"  # "bf16": a bf16 copy of the model (docs/search.md: speed and agreement)
     compile: bool = False  # run encode_video through torch.compile (a one-off compile; docs/search.md)
-    piece_videos: int = 1000  # commit progress (rewrite the index) after this many videos ...
+    piece_videos: int = 1000  # commit progress (rewrite the index) after this many videos (or half the
+    # videos already committed by this run, if more) ...
     piece_seconds: float = 120.0  # ... or this many seconds, whichever first (one process only)
 
     def __post_init__(self) -> None:
@@ -232,6 +237,15 @@ def _stack(chunks: list[np.ndarray], empty: tuple[int, ...], dtype) -> np.ndarra
     return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(empty, dtype)
 
 
+def piece_size(piece_videos: int, committed: int) -> int:
+    """Videos in the next piece once this run has committed ``committed``: ``piece_videos``,
+    or half the committed count if that is more. Each commit rewrites the whole index, so
+    with pieces of a fixed P a first encode of N videos writes about N^2 / 2P rows in all
+    (60 GB of frame features for 100k X-Pool videos in pieces of 1000); growing pieces
+    write about 3.3N rows there (4 GB)."""
+    return max(piece_videos, committed // 2)
+
+
 def _encode_files(root: Path, files: list[FileState], model, num_frames: int, config: EncodeConfig,
                   show: bool, commit: Callable | None = None
                   ) -> tuple[list[VideoRecord], np.ndarray, np.ndarray | None, list[dict]]:
@@ -239,7 +253,7 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
     None, failures)`` for the readable ones; frame features only for a text-conditioned model.
 
     ``commit(records, embeddings, frame_features, failures)`` (if given) is called with
-    everything done so far at the end of each piece (``config.piece_videos`` /
+    everything done so far at the end of each piece (:func:`piece_size`, or
     ``config.piece_seconds``)."""
     from tqdm import tqdm
 
@@ -290,7 +304,7 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
 
     bar = tqdm(total=len(files), unit="video", desc="encoding", disable=not show)
     load = lambda s: _load_one(root, s, num_frames, resolution)  # noqa: E731
-    piece_start, piece_count = time.monotonic(), 0
+    piece_start, piece_count, committed = time.monotonic(), 0, 0
     for state, future in _prefetch(files, load, config.workers, ahead=2 * config.batch_size):
         try:
             rec, frames = future.result()
@@ -304,10 +318,11 @@ def _encode_files(root: Path, files: list[FileState], model, num_frames: int, co
                 flush()
         bar.update(1)
         piece_count += 1
-        if commit is not None and (piece_count >= config.piece_videos
+        if commit is not None and (piece_count >= piece_size(config.piece_videos, committed)
                                    or time.monotonic() - piece_start >= config.piece_seconds):
             flush()
             commit(list(records), _stack(chunks, (0, dim), np.float32), done_frames(), list(failed))
+            committed += piece_count
             piece_start, piece_count = time.monotonic(), 0
     flush()
     bar.close()
