@@ -54,7 +54,7 @@ def test_cache_refuses_to_overwrite(tmp_path):
 
 
 def test_vop_cache_stores_frames_at_the_backbones_resolution(tmp_path):
-    from vop.cli import _backbone_resolution
+    from vop.cli.training import _backbone_resolution
 
     assert _backbone_resolution("ViT-L-14-336:openai") == 336 and _backbone_resolution("ViT-B-32") == 224
     assert _backbone_resolution("tiny") == 32 and _backbone_resolution("tiny-synthetic") == 64
