@@ -91,7 +91,7 @@ def test_seqtransf_starts_from_the_text_tower_as_clip4clip(clip):
             assert torch.equal(a, b), n
         assert mine.ln_1.eps == 1e-12  # CLIP4Clip's TF LayerNorm, not CLIP's 1e-5
     assert vop.create("full", square, head="seqtransf", head_layers=2).head.blocks.__len__() == 2
-    with pytest.raises(ValueError, match="head_init='random'"):
+    with pytest.raises(ValueError, match="use head_init='identity'"):
         vop.create("full", clip, head="seqtransf", head_init="text")  # tiny: text width 128, embeddings 64
     auto = vop.create("full", clip, head="seqtransf")  # auto: the identity start where widths differ
     assert auto.head.width == 64
@@ -294,3 +294,10 @@ def test_frame_feature_scale_is_the_embedding_scale_from_the_weights():
         q, _ = torch.linalg.qr(torch.randn(width, width))
         clip.visual.proj.copy_(0.5 * q[:, :dim])  # orthonormal columns of norm 0.5
     assert frame_feature_scale(clip) == pytest.approx(1.0, rel=1e-5)  # 2.0 x 0.5
+
+
+def test_vop_params_on_a_backbone_whose_seqtransf_starts_as_the_identity(capsys):
+    from vop.cli import main
+
+    assert main(["params", "--backbone", "tiny"]) == 0  # counted on the meta device: no values to scale by
+    assert "seqtransf" in capsys.readouterr().out

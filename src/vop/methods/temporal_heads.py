@@ -42,7 +42,7 @@ class HeadOptions(Options):
     head: str = "mean"  # temporal head before pooling: "mean" (none), "seqlstm" or "seqtransf" (CLIP4Clip)
     head_layers: int | None = None  # seqtransf blocks (None: CLIP4Clip's 4, or the text tower's layers if fewer)
     head_init: str = "auto"  # seqtransf start: "text" (CLIP4Clip), "identity", "random", "auto" (text, else identity)
-    head_lr_scale: float = 1.0  # learning-rate multiplier of the head (CLIP4Clip: 1000 x the CLIP rate)
+    head_lr_scale: float = 1.0  # learning-rate multiplier of the head (100 in the full and xpool recipes)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,6 +89,8 @@ def frame_feature_scale(clip: CLIP) -> float:
     Returns the root mean square over ``j`` (0.97 on the tiny synthetic CLIP, whose
     measured frame features have a per-dimension standard deviation of about 1.2)."""
     v = clip.visual
+    if v.proj.is_meta:  # shapes only (counting parameters): no values to measure, none drawn
+        return 1.0
     per_dim = (v.ln_post.weight.float()[:, None] * v.proj.float()).pow(2).sum(0)  # [D]
     return float(per_dim.mean().sqrt())
 
@@ -106,10 +108,11 @@ def build_head(clip: CLIP, cfg: HeadOptions) -> Mechanism | None:
         if init == "text" and not widths_match:
             raise ValueError(
                 f"head_init='text' copies text-tower blocks of width {c.transformer_width} into a head of "
-                f"width {c.embed_dim} (the embedding width) on backbone {c.name!r}; use head_init='random'")
+                f"width {c.embed_dim} (the embedding width) on backbone {c.name!r}; use head_init='identity' "
+                "(or 'random')")
         if init == "text" and layers > c.transformer_layers:
             raise ValueError(f"head_layers={layers} exceeds the text tower's {c.transformer_layers} blocks it is "
-                             "initialised from; use fewer layers or head_init='random'")
+                             "initialised from; use fewer layers or head_init='identity'")
         module = TransformerHead(c.embed_dim, seqtransf_heads(clip), layers=layers, positions=c.context_length)
         if init == "text":
             module.init_from_clip_text(clip)
