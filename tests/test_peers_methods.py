@@ -301,3 +301,21 @@ def test_vop_params_on_a_backbone_whose_seqtransf_starts_as_the_identity(capsys)
 
     assert main(["params", "--backbone", "tiny"]) == 0  # counted on the meta device: no values to scale by
     assert "seqtransf" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_head_probe_benchmark_trains_a_seqtransf_head_to_see_order():
+    """benchmarks/head_probe.py on a few synthetic videos: the identity-start head fits the
+    training pairs' order (an order-blind head scores exactly 50 %)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "head_probe.py"
+    run = subprocess.run([sys.executable, str(script), "--train-videos", "16", "--val-videos", "8", "--steps", "100",
+                          "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert re.search(r"encoded 16 train and 8 val videos .*; [1-9]\d* val pairs", run.stdout)
+    train_pair = float(re.search(r"step 100: loss [\d.]+, val pair [\d.]+ %, train pair ([\d.]+) %", run.stdout)[1])
+    assert train_pair > 75.0, run.stdout
